@@ -1,0 +1,161 @@
+"""Checkpoints (safetensors + JSON config), the weights registry, and `load_model`.
+
+A checkpoint is a directory:
+    config.json        {"format": 1, "config": <ModelConfig>, "trained": bool, "fingerprint": str}
+    model.safetensors  the owned weights (frozen pretrained backbones are referenced, not copied)
+
+Shipped weights live in collap_model/weights/<preset>/ and are found by preset name.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from collap_model.config import ConfigError, ModelConfig, load_preset, preset_names
+from collap_model.model import CoLLAP
+
+FORMAT_VERSION = 1
+DEFAULT_MODEL = "collap-mini"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+# seeds the random initialisation of a preset that has no shipped weights, so that every
+# machine builds the same untrained model (and fingerprint)
+INIT_SEED = 0
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, malformed or does not fit its config."""
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> cuda when available, else cpu; "cpu"/"cuda"/"cuda:N" as given."""
+    if isinstance(device, torch.device):
+        return device
+    match device:
+        case "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        case "cpu":
+            return torch.device("cpu")
+        case str() if device == "cuda" or device.startswith("cuda:"):
+            if not torch.cuda.is_available():
+                raise ConfigError(f"device {device!r} requested but CUDA is not available")
+            return torch.device(device)
+        case _:
+            raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
+def shipped_weights_dir(name: str) -> Path | None:
+    """The packaged checkpoint directory of preset `name`, if weights ship for it."""
+    entry = resources.files("collap_model") / "weights" / name
+    if entry.is_dir() and (entry / WEIGHTS_FILE).is_file():
+        return Path(str(entry))
+    return None
+
+
+def save_checkpoint(model: CoLLAP, directory: str | Path) -> Path:
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.owned_state().items()}
+    save_file(state, str(out / WEIGHTS_FILE), metadata={"format": str(FORMAT_VERSION)})
+    meta = {
+        "format": FORMAT_VERSION,
+        "config": model.config.model_dump(mode="json"),
+        "trained": model.trained,
+        "fingerprint": model.fingerprint,
+    }
+    (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def read_checkpoint_config(directory: Path) -> tuple[ModelConfig, bool]:
+    path = directory / CONFIG_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except OSError as err:
+        raise CheckpointError(f"{directory} is not a CoLLAP checkpoint: cannot read {CONFIG_FILE}") from err
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION or "config" not in meta:
+        raise CheckpointError(f"{path}: not a CoLLAP checkpoint of format {FORMAT_VERSION}")
+    config = ModelConfig.from_json(json.dumps(meta["config"]), str(path))
+    return config, bool(meta.get("trained", False))
+
+
+def load_weights(model: CoLLAP, weights: Path) -> None:
+    """Load owned weights, failing with a message naming every mismatch."""
+    try:
+        state = load_file(str(weights))
+    except (OSError, RuntimeError) as err:
+        raise CheckpointError(f"cannot read weights {weights}: {err}") from err
+    expected = model.owned_state()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            parts.append(f"shape mismatch in {len(wrong)} tensors (first: {wrong[0]})")
+        if missing:
+            parts.append(f"{len(missing)} tensors missing (first: {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensors (first: {unexpected[0]})")
+        raise CheckpointError(
+            f"checkpoint {weights.parent} does not fit config {model.config.name!r}: " + "; ".join(parts)
+        )
+    model.load_state_dict(state, strict=False)
+
+
+def load_model(
+    name_or_path: str | Path | None = None,
+    device: str | torch.device = "auto",
+    config: ModelConfig | None = None,
+) -> CoLLAP:
+    """Load a CoLLAP model in eval mode.
+
+    name_or_path: None (the shipped default, collap-mini), a preset name (its shipped weights,
+    or a seeded random initialisation when none ship), or a checkpoint directory.
+    config: optionally the config the caller expects; a checkpoint whose architecture differs
+    is refused with a message naming the differing fields.
+    """
+    target = resolve_device(device)
+    name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
+    directory: Path | None
+    if name in preset_names():
+        directory = shipped_weights_dir(name)
+        stored = load_preset(name) if directory is None else read_checkpoint_config(directory)[0]
+        trained = directory is not None and read_checkpoint_config(directory)[1]
+    else:
+        directory = Path(name).expanduser()
+        if not directory.is_dir():
+            raise CheckpointError(
+                f"no model {name!r}: not a preset ({', '.join(preset_names())}) nor a checkpoint directory"
+            )
+        stored, trained = read_checkpoint_config(directory)
+    if config is not None and config.architecture() != stored.architecture():
+        diff = _differences(stored.architecture(), config.architecture())
+        raise CheckpointError(
+            f"checkpoint {name!r} was saved with a different architecture than the given config: {diff}"
+        )
+    use = config or stored
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(INIT_SEED)
+        model = CoLLAP(use, trained=trained)
+    if directory is not None:
+        load_weights(model, directory / WEIGHTS_FILE)
+    return model.to(target).eval()
+
+
+def _differences(a: object, b: object, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        parts = [_differences(a.get(k), b.get(k), f"{prefix}{k}.") for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        return "; ".join(p for p in parts if p)
+    return f"{prefix.rstrip('.')}: checkpoint {a!r}, given {b!r}"

@@ -1,0 +1,73 @@
+"""`collap`: the model's command line (info now; synth, train and eval build on it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+log = logging.getLogger("collap")
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from collap_model.checkpoint import load_model
+
+    model = load_model(args.model, device=args.device)
+    fe = model.config.frontend
+    info = {
+        "preset": model.config.name,
+        "fingerprint": model.fingerprint,
+        "trained": model.trained,
+        "sample_rate": fe.sample_rate,
+        "clip_seconds": fe.clip_seconds,
+        "hop_seconds": fe.hop_seconds,
+        "embedding_dim": model.config.embed_dim,
+        "audio_encoder": model.config.audio.kind.value,
+        "text_backbone": model.config.text.backbone,
+        "text_pooling": model.config.text.pooling.value,
+        "device": str(model.device),
+        "parameters": model.parameter_counts(),
+    }
+    if args.json:
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        return 0
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        if key == "parameters":
+            assert isinstance(value, dict)
+            value = ", ".join(f"{k} {v:,}" for k, v in value.items())
+        sys.stdout.write(f"{key:<{width}}  {value}\n")
+    if not model.trained:
+        sys.stdout.write("note: these weights are randomly initialised, not trained\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="collap", description="The CoLLAP music-text model.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="describe a model: preset, fingerprint, sizes, trained or not")
+    info.add_argument("--model", default=None, help="preset name or checkpoint directory (default: shipped)")
+    info.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    from collap_model.config import ConfigError
+
+    try:
+        code: int = args.func(args)
+    except (ConfigError, ValueError, OSError) as err:
+        sys.stderr.write(f"collap: error: {err}\n")
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The CoLLAP model: one stable contract (encode_audio, encode_text, score, forward)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
+
+from collap_model.audio_encoder import build_audio_encoder
+from collap_model.config import ModelConfig
+from collap_model.frontend import clip_spans, clip_times, cut_clips, prepare_waveform
+from collap_model.fusion import SongPooling, TemporalFusion
+from collap_model.loss import LogitScale, info_nce
+from collap_model.outputs import AudioEmbedding, ClipBatch, FusionScores, ModelOutput, TextEmbedding
+from collap_model.text_encoder import TextEncoder
+
+
+class AudioInputError(ValueError):
+    """Audio the model cannot embed (no samples)."""
+
+
+@dataclass(frozen=True)
+class TrainingBatch:
+    """B aligned (text, song) pairs; the songs' clips are flattened to M clips in total."""
+
+    texts: list[str]  # (B,) captions or queries
+    features: Tensor  # (M, ...) audio-encoder features of every clip (e.g. log-mel (M, n_mels, F))
+    feature_mask: Tensor  # (M, F) valid feature frames
+    clip_times: Tensor  # (M, 2) seconds, within each song
+    clip_counts: list[int]  # (B,) clips per song, summing to M, songs in text order
+
+
+class CoLLAP(nn.Module):
+    def __init__(self, config: ModelConfig, trained: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.trained = trained  # whether the weights came from training (shown by `collap info`)
+        self.audio_encoder = build_audio_encoder(config)
+        self.text_encoder = TextEncoder(config)
+        self.song_pool = SongPooling(config)
+        self.fusion = TemporalFusion(config)
+        self.fusion_scale = LogitScale(config.fusion.init_temperature)
+        self.global_scale = LogitScale(config.fusion.init_temperature)
+        self._fingerprint: tuple[int, str] | None = None
+
+    # ---- properties -------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.config.frontend.sample_rate
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def frozen_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes of pretrained backbones kept fixed (not stored in checkpoints)."""
+        prefixes = []
+        if self.config.text.freeze_backbone:
+            prefixes.append("text_encoder.backbone.")
+        if getattr(self.audio_encoder, "frozen", False):
+            prefixes.append("audio_encoder.backbone.")
+        return tuple(prefixes)
+
+    def owned_state(self) -> dict[str, Tensor]:
+        """The weights this project trains: everything but frozen pretrained backbones."""
+        frozen = self.frozen_prefixes()
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(frozen)}
+
+    @property
+    def fingerprint(self) -> str:
+        """`<preset>-<12 hex>`: changes when owned weights, architecture or front-end change.
+
+        Cached against the parameters' in-place version counters, so an optimiser step or a
+        load invalidates it without hashing on every access.
+        """
+        version = sum(p._version for p in self.parameters())
+        if self._fingerprint is not None and self._fingerprint[0] == version:
+            return self._fingerprint[1]
+        h = hashlib.sha256(json.dumps(self.config.architecture(), sort_keys=True).encode())
+        h.update(self.text_encoder.backbone_identity().encode())
+        for name, tensor in sorted(self.owned_state().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        value = f"{self.config.name}-{h.hexdigest()[:12]}"
+        self._fingerprint = (version, value)
+        return value
+
+    def parameter_counts(self) -> dict[str, int]:
+        def count(m: nn.Module) -> int:
+            return sum(p.numel() for p in m.parameters())
+
+        return {
+            "audio_encoder": count(self.audio_encoder),
+            "text_backbone": count(self.text_encoder.backbone),
+            "text_heads": count(self.text_encoder) - count(self.text_encoder.backbone),
+            "fusion_and_pooling": count(self.fusion) + count(self.song_pool) + 2,
+            "total": count(self),
+            "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
+        }
+
+    @contextlib.contextmanager
+    def _autocast(self) -> Iterator[None]:
+        if self.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+
+    # ---- audio ------------------------------------------------------------------------------
+    def embed_clips(self, clips: Tensor, valid: Tensor) -> Tensor:
+        """Clip waveforms (M, clip_samples) at the model's rate, valid lengths (M,) -> (M, D).
+
+        Runs in chunks of `clip_batch`; this is the streaming entry point (clips from many
+        songs may share one call).
+        """
+        out = []
+        with self._autocast():
+            for i in range(0, clips.shape[0], self.config.clip_batch):
+                chunk = clips[i : i + self.config.clip_batch].to(self.device)
+                out.append(self.audio_encoder(chunk, valid[i : i + self.config.clip_batch].to(self.device)).float())
+        return torch.cat(out) if out else torch.zeros(0, self.config.embed_dim, device=self.device)
+
+    def pool_song(self, clips: Tensor, times: Tensor) -> Tensor:
+        """Clip embeddings (N, D) and their times (N, 2) -> song embedding (D,)."""
+        batch = ClipBatch(clips[None].to(self.device), times[None].to(self.device),
+                          torch.ones(1, clips.shape[0], dtype=torch.bool, device=self.device))
+        with self._autocast():
+            return self.song_pool(batch)[0].float()
+
+    def encode_audio(self, waveform: Tensor | np.ndarray, sample_rate: int) -> AudioEmbedding:
+        """Waveform (T,) or (C, T) at `sample_rate` -> clips (N, D), song (D,), clip_times (N, 2).
+
+        Every sample lies in some clip (see `frontend.clip_spans`); other rates are resampled.
+        """
+        wave = prepare_waveform(waveform, sample_rate, self.sample_rate)
+        if wave.numel() == 0:
+            raise AudioInputError("audio has no samples")
+        fe = self.config.frontend
+        spans = clip_spans(wave.shape[0], fe)
+        with torch.inference_mode():
+            clip_wave, valid = cut_clips(wave, spans, fe.clip_samples)
+            clips = self.embed_clips(clip_wave, valid)
+            times = clip_times(spans, fe.sample_rate)
+            song = self.pool_song(clips, times)
+        return AudioEmbedding(clips.cpu(), song.cpu(), times)
+
+    # ---- text -------------------------------------------------------------------------------
+    def encode_text(self, texts: list[str]) -> TextEmbedding:
+        """texts -> tokens (B, L, D), mask (B, L), sentence (B, D) normalised."""
+        with torch.inference_mode(), self._autocast():
+            emb = self.text_encoder(list(texts))
+        return TextEmbedding(emb.tokens.float(), emb.mask, emb.sentence.float())
+
+    # ---- scoring ----------------------------------------------------------------------------
+    def score(self, text_emb: TextEmbedding, audio_embs: Sequence[AudioEmbedding] | ClipBatch) -> FusionScores:
+        """Fusion scores (B_t, B_a) with per-clip weights and scores (B_t, B_a, N)."""
+        batch = audio_embs if isinstance(audio_embs, ClipBatch) else ClipBatch.of(audio_embs)
+        dev = self.device
+        text = TextEmbedding(text_emb.tokens.to(dev), text_emb.mask.to(dev), text_emb.sentence.to(dev))
+        with torch.inference_mode():
+            return self.fusion(text, batch.to(dev))
+
+    # ---- training ---------------------------------------------------------------------------
+    def forward(self, batch: TrainingBatch) -> ModelOutput:
+        """A batch of aligned pairs -> losses and (B, B) logits (diagonal = positives)."""
+        dev = self.device
+        with self._autocast():
+            flat = self.audio_encoder.embed(batch.features.to(dev), batch.feature_mask.to(dev)).float()  # (M, D)
+            per_song = list(flat.split(batch.clip_counts))
+            clips = pad_sequence(per_song, batch_first=True)  # (B, N, D)
+            times = pad_sequence(list(batch.clip_times.to(dev).split(batch.clip_counts)), batch_first=True)
+            mask = pad_sequence([torch.ones(n, dtype=torch.bool, device=dev) for n in batch.clip_counts], batch_first=True)
+            clip_batch = ClipBatch(clips, times, mask)
+            text = self.text_encoder(batch.texts)
+            songs = self.song_pool(clip_batch).float()  # (B, D)
+            fused = self.fusion(text, clip_batch).scores.float()  # (B, B)
+        fusion_logits = self.fusion_scale(fused)
+        global_logits = self.global_scale(text.sentence.float() @ songs.T)
+        fusion_loss = info_nce(fusion_logits)
+        global_loss = info_nce(global_logits)
+        loss = fusion_loss + self.config.fusion.global_loss_weight * global_loss
+        return ModelOutput(loss, fusion_loss, global_loss, fusion_logits, global_logits)

@@ -1,0 +1,191 @@
+"""Text encoder: a transformers LM from a local directory, with windows for long text.
+
+Encoder LMs (BERT/MiniLM/RoBERTa) pool by the mean of the tokens; decoder LMs (GPT-2 and
+kin) by the last token. A text longer than one window is split into overlapping windows of
+`window_tokens` (specials included) every `window_stride` tokens; each token's state comes from
+the window in which it sits farthest from an edge, so the joined sequence covers every token
+once and nothing is cut up to `max_words` words (longer texts are refused, not truncated).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from collap_model.config import ConfigError, ModelConfig, TextPooling
+from collap_model.outputs import TextEmbedding
+from collap_model.paths import quiet_transformers, resolve_local_dir
+
+# windows per backbone call: bounds activation memory for very long texts
+_WINDOW_BATCH = 32
+
+
+class TextInputError(ValueError):
+    """A text the encoder cannot take (empty, or longer than `max_words`)."""
+
+
+def window_spans(n_tokens: int, size: int, stride: int) -> list[tuple[int, int]]:
+    """Overlapping [start, end) windows of at most `size` tokens covering `n_tokens` tokens."""
+    if n_tokens <= size:
+        return [(0, n_tokens)]
+    starts = list(range(0, n_tokens - size + 1, stride))
+    if starts[-1] + size < n_tokens:
+        starts.append(n_tokens - size)
+    return [(s, s + size) for s in starts]
+
+
+def window_owners(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """For each window, the token range it contributes: split each overlap at its middle."""
+    owned = []
+    for i, (s, e) in enumerate(spans):
+        lo = s if i == 0 else (s + spans[i - 1][1]) // 2
+        hi = e if i == len(spans) - 1 else (spans[i + 1][0] + e) // 2
+        owned.append((lo, hi))
+    return owned
+
+
+class TextEncoder(nn.Module):
+    """texts -> TextEmbedding: tokens (B, L, D), mask (B, L), sentence (B, D) normalised."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        quiet_transformers()
+
+        t = config.text
+        self.config = t
+        self.directory: Path = resolve_local_dir(t.backbone, "text backbone")
+        self.tokenizer = AutoTokenizer.from_pretrained(self.directory, local_files_only=True)
+        # windows keep every backbone call within its positions; the tokenizer need not warn
+        self.tokenizer.model_max_length = 1 << 30
+        self.backbone = AutoModel.from_pretrained(self.directory, local_files_only=True)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        max_positions = _max_positions(self.backbone.config)
+        if max_positions is not None and t.window_tokens > max_positions:
+            raise ConfigError(
+                f"text.window_tokens={t.window_tokens} exceeds the backbone's {max_positions} positions"
+            )
+        self.prefix, self.suffix = _special_tokens(self.tokenizer)
+        self.n_special = len(self.prefix) + len(self.suffix)
+        self.content = t.window_tokens - self.n_special  # content tokens per window
+        self.frozen = t.freeze_backbone
+        if self.frozen:
+            self.backbone.requires_grad_(False)
+        hidden = int(self.backbone.config.hidden_size)
+        self.token_proj = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, config.embed_dim))
+        self.sentence_proj = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, config.embed_dim))
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()  # a frozen backbone never runs dropout
+        return self
+
+    def backbone_identity(self) -> str:
+        """Cheap identity of the pretrained backbone: its config and weight files' sizes."""
+        h = hashlib.sha256((self.directory / "config.json").read_bytes())
+        for f in sorted(self.directory.glob("*.safetensors")) + sorted(self.directory.glob("*.bin")):
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+        return h.hexdigest()[:16]
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        for i, text in enumerate(texts):
+            if not text or not text.strip():
+                raise TextInputError(f"text {i} is empty")
+            words = len(text.split())
+            if words > self.config.max_words:
+                raise TextInputError(
+                    f"text {i} has {words} words; the model takes at most {self.config.max_words} "
+                    "(text.max_words)"
+                )
+        ids: list[list[int]] = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return ids
+
+    def hidden_states(self, texts: list[str]) -> tuple[list[Tensor], list[Tensor]]:
+        """Per text: stitched backbone states (L_i, H) of its content tokens, and pooled (H,)."""
+        device = self.token_proj[1].weight.device
+        ids = self.tokenize(texts)
+        windows: list[list[int]] = []
+        plan: list[list[tuple[int, int, int]]] = []  # per text: (window index, own lo, own hi)
+        spans_of: list[list[tuple[int, int]]] = []
+        for seq in ids:
+            spans = window_spans(len(seq), self.content, min(self.config.window_stride, self.content))
+            entries = []
+            for (s, e), (lo, hi) in zip(spans, window_owners(spans), strict=True):
+                entries.append((len(windows), lo, hi))
+                windows.append(self.prefix + seq[s:e] + self.suffix)
+            plan.append(entries)
+            spans_of.append(spans)
+        states = self._run_windows(windows, device)  # list of (W_len, H)
+        lead = len(self.prefix)
+        tokens: list[Tensor] = []
+        pooled: list[Tensor] = []
+        for entries, spans in zip(plan, spans_of, strict=True):
+            parts = []
+            for (w, lo, hi), (s, _) in zip(entries, spans, strict=True):
+                parts.append(states[w][lead + lo - s : lead + hi - s])
+            seq_states = torch.cat(parts, dim=0)  # (L_i, H)
+            tokens.append(seq_states)
+            match self.config.pooling:
+                case TextPooling.MEAN:
+                    pooled.append(seq_states.mean(dim=0))
+                case TextPooling.LAST:
+                    pooled.append(states[entries[-1][0]][-1])
+        return tokens, pooled
+
+    def _run_windows(self, windows: list[list[int]], device: torch.device) -> list[Tensor]:
+        pad = int(self.tokenizer.pad_token_id)
+        out: list[Tensor] = []
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            for i in range(0, len(windows), _WINDOW_BATCH):
+                chunk = windows[i : i + _WINDOW_BATCH]
+                width = max(len(w) for w in chunk)
+                input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+                attn = torch.zeros((len(chunk), width), dtype=torch.long)
+                for j, w in enumerate(chunk):
+                    input_ids[j, : len(w)] = torch.tensor(w)
+                    attn[j, : len(w)] = 1
+                hidden = self.backbone(
+                    input_ids=input_ids.to(device), attention_mask=attn.to(device)
+                ).last_hidden_state  # (W, width, H)
+                out.extend(hidden[j, : len(w)].float() for j, w in enumerate(chunk))
+        return out
+
+    def forward(self, texts: list[str]) -> TextEmbedding:
+        if not texts:
+            raise TextInputError("no texts given")
+        tokens, pooled = self.hidden_states(texts)
+        longest = max(t.shape[0] for t in tokens)
+        device = tokens[0].device
+        padded = torch.zeros(len(tokens), longest, tokens[0].shape[1], device=device)
+        mask = torch.zeros(len(tokens), longest, dtype=torch.bool, device=device)
+        for i, t in enumerate(tokens):
+            padded[i, : t.shape[0]] = t
+            mask[i, : t.shape[0]] = True
+        projected = self.token_proj(padded) * mask[..., None]  # (B, L, D)
+        sentence = F.normalize(self.sentence_proj(torch.stack(pooled)), dim=-1)  # (B, D)
+        return TextEmbedding(projected, mask, sentence)
+
+
+def _special_tokens(tokenizer: object) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after a text ([CLS] ... [SEP] for BERT)."""
+    plain: list[int] = tokenizer("music", add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    full: list[int] = tokenizer("music")["input_ids"]  # type: ignore[operator]
+    for i in range(len(full) - len(plain) + 1):
+        if full[i : i + len(plain)] == plain:
+            return full[:i], full[i + len(plain) :]
+    raise ConfigError("cannot tell the text backbone's special tokens apart from the text")
+
+
+def _max_positions(hf_config: object) -> int | None:
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(hf_config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
