@@ -49,7 +49,9 @@ class ConvNeXt1d(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int) -> None:
         super().__init__()
-        self.dw = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
+        self.dw = nn.Conv1d(
+            channels, channels, kernel_size, padding=kernel_size // 2, groups=channels
+        )
         self.norm = nn.LayerNorm(channels)
         self.pw1 = nn.Linear(channels, 2 * channels)
         self.pw2 = nn.Linear(2 * channels, channels)
@@ -72,11 +74,15 @@ class CompactAudioEncoder(AudioEncoder):
         for i, c in enumerate(a.channels):
             k = 5 if i == 0 else 3
             blocks = [ConvNeXt1d(c, a.kernel_size) for _ in range(a.blocks_per_stage)]
-            stages.append(nn.Sequential(nn.Conv1d(width, c, k, stride=2, padding=k // 2), nn.GELU(), *blocks))
+            stages.append(
+                nn.Sequential(nn.Conv1d(width, c, k, stride=2, padding=k // 2), nn.GELU(), *blocks)
+            )
             width = c
         self.stages = nn.ModuleList(stages)
         self.pool_logit = nn.Linear(width, 1)
-        self.head = nn.Sequential(nn.LayerNorm(2 * width), nn.Dropout(a.dropout), nn.Linear(2 * width, config.embed_dim))
+        self.head = nn.Sequential(
+            nn.LayerNorm(2 * width), nn.Dropout(a.dropout), nn.Linear(2 * width, config.embed_dim)
+        )
 
     def features(self, clips: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         return self.logmel(clips, valid)  # (B, M, F), (B, F)
@@ -127,8 +133,13 @@ class TransformersAudioEncoder(AudioEncoder):
         self.proj = nn.Linear(hidden, config.embed_dim)
 
     def features(self, clips: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-        arrays = [c[: int(n)].float().cpu().numpy().astype(np.float32) for c, n in zip(clips, valid, strict=True)]
-        out = self.extractor(arrays, sampling_rate=int(self.extractor.sampling_rate), return_tensors="pt")
+        arrays = [
+            c[: int(n)].float().cpu().numpy().astype(np.float32)
+            for c, n in zip(clips, valid, strict=True)
+        ]
+        out = self.extractor(
+            arrays, sampling_rate=int(self.extractor.sampling_rate), return_tensors="pt"
+        )
         key = "input_values" if "input_values" in out else "input_features"
         feats = out[key].to(clips.device)
         return feats, torch.ones(feats.shape[0], dtype=torch.bool, device=clips.device)
@@ -159,7 +170,7 @@ def _load_audio_backbone(model_type: str, directory: Path) -> tuple[nn.Module, i
             return whisper.get_encoder(), int(whisper.config.d_model)
         case "clap":
             clap = ClapModel.from_pretrained(directory, local_files_only=True)
-            return clap.audio_model, int(clap.config.audio_config.hidden_size)
+            return clap.audio_model, int(getattr(clap.config.audio_config, "hidden_size", 0))
         case "clap_audio_model":
             tower = ClapAudioModel.from_pretrained(directory, local_files_only=True)
             return tower, int(tower.config.hidden_size)
@@ -178,4 +189,3 @@ def build_audio_encoder(config: ModelConfig) -> AudioEncoder:
         case AudioEncoderKind.TRANSFORMERS:
             assert a.backbone is not None  # enforced by AudioEncoderConfig
             return TransformersAudioEncoder(config, resolve_local_dir(a.backbone, "audio backbone"))
-

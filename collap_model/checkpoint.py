@@ -33,7 +33,7 @@ class CheckpointError(ValueError):
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> cuda when available, else cpu; "cpu"/"cuda"/"cuda:N" as given."""
+    """ "auto" -> cuda when available, else cpu; "cpu"/"cuda"/"cuda:N" as given."""
     if isinstance(device, torch.device):
         return device
     match device:
@@ -77,7 +77,9 @@ def read_checkpoint_config(directory: Path) -> tuple[ModelConfig, bool]:
     try:
         meta = json.loads(path.read_text())
     except OSError as err:
-        raise CheckpointError(f"{directory} is not a CoLLAP checkpoint: cannot read {CONFIG_FILE}") from err
+        raise CheckpointError(
+            f"{directory} is not a CoLLAP checkpoint: cannot read {CONFIG_FILE}"
+        ) from err
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from err
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION or "config" not in meta:
@@ -109,7 +111,8 @@ def load_weights(model: CoLLAP, weights: Path) -> None:
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected tensors (first: {unexpected[0]})")
         raise CheckpointError(
-            f"checkpoint {weights.parent} does not fit config {model.config.name!r}: " + "; ".join(parts)
+            f"checkpoint {weights.parent} does not fit config {model.config.name!r}: "
+            + "; ".join(parts)
         )
     model.load_state_dict(state, strict=False)
 
@@ -137,13 +140,14 @@ def load_model(
         directory = Path(name).expanduser()
         if not directory.is_dir():
             raise CheckpointError(
-                f"no model {name!r}: not a preset ({', '.join(preset_names())}) nor a checkpoint directory"
+                f"no model {name!r}: not a preset ({', '.join(preset_names())}) "
+                "nor a checkpoint directory"
             )
         stored, trained = read_checkpoint_config(directory)
     if config is not None and config.architecture() != stored.architecture():
         diff = _differences(stored.architecture(), config.architecture())
         raise CheckpointError(
-            f"checkpoint {name!r} was saved with a different architecture than the given config: {diff}"
+            f"checkpoint {name!r} was saved with another architecture than the given config: {diff}"
         )
     use = config or stored
     with torch.random.fork_rng(devices=[]):
@@ -156,6 +160,10 @@ def load_model(
 
 def _differences(a: object, b: object, prefix: str = "") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
-        parts = [_differences(a.get(k), b.get(k), f"{prefix}{k}.") for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        parts = [
+            _differences(a.get(k), b.get(k), f"{prefix}{k}.")
+            for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)
+        ]
         return "; ".join(p for p in parts if p)
     return f"{prefix.rstrip('.')}: checkpoint {a!r}, given {b!r}"

@@ -48,8 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="collap", description="The CoLLAP music-text model.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="describe a model: preset, fingerprint, sizes, trained or not")
-    info.add_argument("--model", default=None, help="preset name or checkpoint directory (default: shipped)")
+    info = sub.add_parser(
+        "info", help="describe a model: preset, fingerprint, sizes, trained or not"
+    )
+    info.add_argument(
+        "--model", default=None, help="preset name or checkpoint directory (default: shipped)"
+    )
     info.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=_cmd_info)
@@ -58,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
+    )
     from collap_model.config import ConfigError
 
     try:

@@ -51,7 +51,9 @@ def to_mono(waveform: Tensor | np.ndarray) -> Tensor:
         case 2:
             return wave.mean(dim=0)
         case _:
-            raise ValueError(f"waveform must be (samples,) or (channels, samples), got {tuple(wave.shape)}")
+            raise ValueError(
+                f"waveform must be (samples,) or (channels, samples), got {tuple(wave.shape)}"
+            )
 
 
 def prepare_waveform(waveform: Tensor | np.ndarray, sample_rate: int, target_rate: int) -> Tensor:
@@ -64,7 +66,9 @@ def prepare_waveform(waveform: Tensor | np.ndarray, sample_rate: int, target_rat
     return wave
 
 
-def cut_clips(wave: Tensor, spans: list[tuple[int, int]], clip_samples: int) -> tuple[Tensor, Tensor]:
+def cut_clips(
+    wave: Tensor, spans: list[tuple[int, int]], clip_samples: int
+) -> tuple[Tensor, Tensor]:
     """(T,) -> clip waveforms (N, clip_samples) zero-padded, and valid lengths (N,)."""
     out = wave.new_zeros(len(spans), clip_samples)
     valid = torch.empty(len(spans), dtype=torch.long)
@@ -87,6 +91,9 @@ class LogMel(nn.Module):
     which keeps the spectrogram in cache and runs about 2.5x faster on a CPU than one large call.
     """
 
+    window: Tensor
+    fb_t: Tensor
+
     def __init__(self, config: FrontendConfig) -> None:
         super().__init__()
         self.n_fft = config.n_fft
@@ -102,8 +109,15 @@ class LogMel(nn.Module):
         parts = []
         with torch.autocast(clips.device.type, enabled=False):
             for chunk in clips.float().split(_CHUNK):
-                spec = torch.stft(chunk, self.n_fft, self.hop_length, self.win_length, self.window,
-                                  center=True, return_complex=True)  # (b, n_fft/2 + 1, F)
+                spec = torch.stft(
+                    chunk,
+                    self.n_fft,
+                    self.hop_length,
+                    self.win_length,
+                    self.window,
+                    center=True,
+                    return_complex=True,
+                )  # (b, n_fft/2 + 1, F)
                 power = torch.view_as_real(spec).pow(2).sum(-1)
                 parts.append(self.fb_t @ power)  # (b, n_mels, F)
         mel = torch.cat(parts)
@@ -111,8 +125,12 @@ class LogMel(nn.Module):
         # bringing typical music into roughly [-1, 1]
         logmel = (torch.log(mel + _LOG_EPS) + 4.0) / 4.0
         frames = mel.shape[-1]
-        n_valid = torch.clamp(torch.div(valid, self.hop_length, rounding_mode="floor") + 1, max=frames)
-        mask = torch.arange(frames, device=clips.device)[None, :] < n_valid.to(clips.device)[:, None]
+        n_valid = torch.clamp(
+            torch.div(valid, self.hop_length, rounding_mode="floor") + 1, max=frames
+        )
+        mask = (
+            torch.arange(frames, device=clips.device)[None, :] < n_valid.to(clips.device)[:, None]
+        )
         silence = (math.log(_LOG_EPS) + 4.0) / 4.0
         logmel = logmel.masked_fill(~mask[:, None, :], silence)
         return logmel, mask

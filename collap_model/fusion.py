@@ -42,11 +42,18 @@ class TimeEncoding(nn.Module):
     t the clip centre. Relative: sin/cos(π k t / duration), k = 1..F/2, for "near the end".
     """
 
+    omega: Tensor
+    rel_k: Tensor
+
     def __init__(self, frequencies: int, max_period: float, out_dim: int) -> None:
         super().__init__()
         periods = torch.exp(torch.linspace(math.log(2.0), math.log(max_period), frequencies))
         self.register_buffer("omega", 2 * math.pi / periods, persistent=False)  # (F,)
-        self.register_buffer("rel_k", torch.arange(1, frequencies // 2 + 2, dtype=torch.float32) * math.pi, persistent=False)
+        self.register_buffer(
+            "rel_k",
+            torch.arange(1, frequencies // 2 + 2, dtype=torch.float32) * math.pi,
+            persistent=False,
+        )
         self.proj = nn.Linear(2 * frequencies + 2 * self.rel_k.numel(), out_dim)
 
     def forward(self, times: Tensor, mask: Tensor) -> Tensor:
@@ -103,5 +110,7 @@ class TemporalFusion(nn.Module):
         clip_weights = weighted.sum(dim=2)  # (Bt, Ba, N)
         contrib = (weighted * sim).sum(dim=2)  # (Bt, Ba, N): w_n r_n
         scores = contrib.sum(dim=-1)  # (Bt, Ba)
-        clip_scores = torch.where(c_mask[None], contrib / clip_weights.clamp(min=1e-12), torch.zeros_like(contrib))
+        clip_scores = torch.where(
+            c_mask[None], contrib / clip_weights.clamp(min=1e-12), torch.zeros_like(contrib)
+        )
         return FusionScores(scores, clip_weights, clip_scores, c_mask)

@@ -124,13 +124,20 @@ class CoLLAP(nn.Module):
         with self._autocast():
             for i in range(0, clips.shape[0], self.config.clip_batch):
                 chunk = clips[i : i + self.config.clip_batch].to(self.device)
-                out.append(self.audio_encoder(chunk, valid[i : i + self.config.clip_batch].to(self.device)).float())
+                out.append(
+                    self.audio_encoder(
+                        chunk, valid[i : i + self.config.clip_batch].to(self.device)
+                    ).float()
+                )
         return torch.cat(out) if out else torch.zeros(0, self.config.embed_dim, device=self.device)
 
     def pool_song(self, clips: Tensor, times: Tensor) -> Tensor:
         """Clip embeddings (N, D) and their times (N, 2) -> song embedding (D,)."""
-        batch = ClipBatch(clips[None].to(self.device), times[None].to(self.device),
-                          torch.ones(1, clips.shape[0], dtype=torch.bool, device=self.device))
+        batch = ClipBatch(
+            clips[None].to(self.device),
+            times[None].to(self.device),
+            torch.ones(1, clips.shape[0], dtype=torch.bool, device=self.device),
+        )
         with self._autocast():
             return self.song_pool(batch)[0].float()
 
@@ -159,11 +166,15 @@ class CoLLAP(nn.Module):
         return TextEmbedding(emb.tokens.float(), emb.mask, emb.sentence.float())
 
     # ---- scoring ----------------------------------------------------------------------------
-    def score(self, text_emb: TextEmbedding, audio_embs: Sequence[AudioEmbedding] | ClipBatch) -> FusionScores:
+    def score(
+        self, text_emb: TextEmbedding, audio_embs: Sequence[AudioEmbedding] | ClipBatch
+    ) -> FusionScores:
         """Fusion scores (B_t, B_a) with per-clip weights and scores (B_t, B_a, N)."""
         batch = audio_embs if isinstance(audio_embs, ClipBatch) else ClipBatch.of(audio_embs)
         dev = self.device
-        text = TextEmbedding(text_emb.tokens.to(dev), text_emb.mask.to(dev), text_emb.sentence.to(dev))
+        text = TextEmbedding(
+            text_emb.tokens.to(dev), text_emb.mask.to(dev), text_emb.sentence.to(dev)
+        )
         with torch.inference_mode():
             return self.fusion(text, batch.to(dev))
 
@@ -172,11 +183,18 @@ class CoLLAP(nn.Module):
         """A batch of aligned pairs -> losses and (B, B) logits (diagonal = positives)."""
         dev = self.device
         with self._autocast():
-            flat = self.audio_encoder.embed(batch.features.to(dev), batch.feature_mask.to(dev)).float()  # (M, D)
+            flat = self.audio_encoder.embed(
+                batch.features.to(dev), batch.feature_mask.to(dev)
+            ).float()  # (M, D)
             per_song = list(flat.split(batch.clip_counts))
             clips = pad_sequence(per_song, batch_first=True)  # (B, N, D)
-            times = pad_sequence(list(batch.clip_times.to(dev).split(batch.clip_counts)), batch_first=True)
-            mask = pad_sequence([torch.ones(n, dtype=torch.bool, device=dev) for n in batch.clip_counts], batch_first=True)
+            times = pad_sequence(
+                list(batch.clip_times.to(dev).split(batch.clip_counts)), batch_first=True
+            )
+            mask = pad_sequence(
+                [torch.ones(n, dtype=torch.bool, device=dev) for n in batch.clip_counts],
+                batch_first=True,
+            )
             clip_batch = ClipBatch(clips, times, mask)
             text = self.text_encoder(batch.texts)
             songs = self.song_pool(clip_batch).float()  # (B, D)

@@ -15,8 +15,14 @@ def resolve_local_dir(spec: str, what: str) -> Path:
         try:
             mod = importlib.import_module(module)
         except ImportError as err:
-            raise ConfigError(f"{what}: Python package {module!r} is not installed ({err})") from err
-        path = Path(mod.get_model_path()) if hasattr(mod, "get_model_path") else Path(mod.__file__ or "").parent / "model"
+            raise ConfigError(
+                f"{what}: Python package {module!r} is not installed ({err})"
+            ) from err
+        path = (
+            Path(mod.get_model_path())
+            if hasattr(mod, "get_model_path")
+            else Path(mod.__file__ or "").parent / "model"
+        )
     else:
         path = Path(spec).expanduser()
     if not (path / "config.json").is_file():

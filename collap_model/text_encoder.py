@@ -69,7 +69,8 @@ class TextEncoder(nn.Module):
         max_positions = _max_positions(self.backbone.config)
         if max_positions is not None and t.window_tokens > max_positions:
             raise ConfigError(
-                f"text.window_tokens={t.window_tokens} exceeds the backbone's {max_positions} positions"
+                f"text.window_tokens={t.window_tokens} exceeds the backbone's "
+                f"{max_positions} positions"
             )
         self.prefix, self.suffix = _special_tokens(self.tokenizer)
         self.n_special = len(self.prefix) + len(self.suffix)
@@ -79,7 +80,9 @@ class TextEncoder(nn.Module):
             self.backbone.requires_grad_(False)
         hidden = int(self.backbone.config.hidden_size)
         self.token_proj = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, config.embed_dim))
-        self.sentence_proj = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, config.embed_dim))
+        self.sentence_proj = nn.Sequential(
+            nn.LayerNorm(hidden), nn.Linear(hidden, config.embed_dim)
+        )
 
     def train(self, mode: bool = True) -> TextEncoder:
         super().train(mode)
@@ -90,7 +93,9 @@ class TextEncoder(nn.Module):
     def backbone_identity(self) -> str:
         """Cheap identity of the pretrained backbone: its config and weight files' sizes."""
         h = hashlib.sha256((self.directory / "config.json").read_bytes())
-        for f in sorted(self.directory.glob("*.safetensors")) + sorted(self.directory.glob("*.bin")):
+        for f in sorted(self.directory.glob("*.safetensors")) + sorted(
+            self.directory.glob("*.bin")
+        ):
             h.update(f"{f.name}:{f.stat().st_size}".encode())
         return h.hexdigest()[:16]
 
@@ -109,13 +114,15 @@ class TextEncoder(nn.Module):
 
     def hidden_states(self, texts: list[str]) -> tuple[list[Tensor], list[Tensor]]:
         """Per text: stitched backbone states (L_i, H) of its content tokens, and pooled (H,)."""
-        device = self.token_proj[1].weight.device
+        device = next(self.token_proj.parameters()).device
         ids = self.tokenize(texts)
         windows: list[list[int]] = []
         plan: list[list[tuple[int, int, int]]] = []  # per text: (window index, own lo, own hi)
         spans_of: list[list[tuple[int, int]]] = []
         for seq in ids:
-            spans = window_spans(len(seq), self.content, min(self.config.window_stride, self.content))
+            spans = window_spans(
+                len(seq), self.content, min(self.config.window_stride, self.content)
+            )
             entries = []
             for (s, e), (lo, hi) in zip(spans, window_owners(spans), strict=True):
                 entries.append((len(windows), lo, hi))

@@ -51,7 +51,7 @@ def test_incompatible_checkpoint_fails_clearly(model: CoLLAP, tmp_path: Path) ->
     meta = json.loads((out / "config.json").read_text())
     meta["config"]["embed_dim"] = 128
     (out / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="does not fit.*shape mismatch"):
+    with pytest.raises(CheckpointError, match=r"does not fit.*shape mismatch"):
         load_model(out, device="cpu")
     meta["config"]["embed_dim"] = "wide"
     (out / "config.json").write_text(json.dumps(meta))
@@ -73,4 +73,8 @@ def test_paper_presets_need_local_backbones(tmp_path: Path) -> None:
         cfg = load_preset(name)
         assert cfg.audio.backbone and cfg.text.backbone
         with pytest.raises(ConfigError, match="local directories only"):
-            CoLLAP(cfg.model_copy(update={"audio": cfg.audio.model_copy(update={"backbone": str(tmp_path)})}))
+            CoLLAP(
+                cfg.model_copy(
+                    update={"audio": cfg.audio.model_copy(update={"backbone": str(tmp_path)})}
+                )
+            )

@@ -9,7 +9,9 @@ from collap_model.frontend import clip_spans, cut_clips, prepare_waveform
 CFG = FrontendConfig()
 
 
-@pytest.mark.parametrize("seconds", [0.01, 0.5, 9.99, 10.0, 10.01, 12.0, 37.3, 300.0, 420.0, 7200.0])
+@pytest.mark.parametrize(
+    "seconds", [0.01, 0.5, 9.99, 10.0, 10.01, 12.0, 37.3, 300.0, 420.0, 7200.0]
+)
 def test_every_sample_is_in_some_clip(seconds: float) -> None:
     n = round(seconds * CFG.sample_rate)
     spans = clip_spans(n, CFG)

@@ -65,7 +65,9 @@ def test_empty_text_is_refused(model: CoLLAP) -> None:
 def test_padding_and_masking_do_not_change_scores(model: CoLLAP) -> None:
     short = model.encode_audio(tone(7.0, 220.0), 16_000)
     long = model.encode_audio(tone(95.0, 660.0), 16_000)
-    texts = model.encode_text(["soft strings", "a long build-up into a loud chorus with drums and brass"])
+    texts = model.encode_text(
+        ["soft strings", "a long build-up into a loud chorus with drums and brass"]
+    )
     alone = model.score(texts.select(0), [short])
     batched = model.score(texts, [short, long])
     assert batched.scores.shape == (2, 2)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -8,7 +10,7 @@ from collap_model.text_encoder import TextInputError, window_owners, window_span
 
 WORDS = (
     "a soft solo piano opens at seventy two beats per minute in a minor then strings enter and "
-    "the music swells into a bright chorus with drums bass and brass before a quiet bridge "
+    "the music swells into a bright chorus with drums bass and brass before a quiet bridge"
 ).split()
 
 
@@ -22,7 +24,7 @@ def test_windows_cover_every_token_once(n: int) -> None:
     owned = window_owners(spans)
     assert owned[0][0] == 0
     assert owned[-1][1] == n
-    for (lo, hi), (nlo, _) in zip(owned, owned[1:], strict=False):
+    for (_, hi), (nlo, _) in itertools.pairwise(owned):
         assert hi == nlo, "owned ranges must tile the sequence"
     for (s, e), (lo, hi) in zip(spans, owned, strict=True):
         assert s <= lo < hi <= e

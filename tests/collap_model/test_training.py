@@ -14,7 +14,12 @@ def test_tiny_training_run_overfits_a_handful_of_pairs() -> None:
     model.train()
     fe = model.config.frontend
     songs = [tone(s, f) for s, f in [(12.0, 110.0), (25.0, 440.0), (8.0, 1760.0), (18.0, 3000.0)]]
-    texts = ["a deep low drone", "a bright middle tone", "a very high whistle", "a piercing shrill beep"]
+    texts = [
+        "a deep low drone",
+        "a bright middle tone",
+        "a very high whistle",
+        "a piercing shrill beep",
+    ]
     feats, masks, times, counts = [], [], [], []
     for wave in songs:
         spans = clip_spans(wave.shape[0], fe)
