@@ -10,7 +10,6 @@ Shipped weights live in collap_model/weights/<preset>/ and are found by preset n
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -18,18 +17,18 @@ from safetensors.torch import load_file, save_file
 
 from collap_model.config import ConfigError, ModelConfig, load_preset, preset_names
 from collap_model.model import CoLLAP
+from collap_model.registry import (
+    CONFIG_FILE,
+    DEFAULT_MODEL,
+    FORMAT_VERSION,
+    INIT_SEED,
+    WEIGHTS_FILE,
+    CheckpointError,
+    read_checkpoint_config,
+    shipped_weights_dir,
+)
 
-FORMAT_VERSION = 1
-DEFAULT_MODEL = "collap-mini"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-# seeds the random initialisation of a preset that has no shipped weights, so that every
-# machine builds the same untrained model (and fingerprint)
-INIT_SEED = 0
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, malformed or does not fit its config."""
+__all__ = ["CheckpointError", "load_model", "resolve_device", "save_checkpoint"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -49,14 +48,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 
 
-def shipped_weights_dir(name: str) -> Path | None:
-    """The packaged checkpoint directory of preset `name`, if weights ship for it."""
-    entry = resources.files("collap_model") / "weights" / name
-    if entry.is_dir() and (entry / WEIGHTS_FILE).is_file():
-        return Path(str(entry))
-    return None
-
-
 def save_checkpoint(model: CoLLAP, directory: str | Path) -> Path:
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -70,22 +61,6 @@ def save_checkpoint(model: CoLLAP, directory: str | Path) -> Path:
     }
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return out
-
-
-def read_checkpoint_config(directory: Path) -> tuple[ModelConfig, bool]:
-    path = directory / CONFIG_FILE
-    try:
-        meta = json.loads(path.read_text())
-    except OSError as err:
-        raise CheckpointError(
-            f"{directory} is not a CoLLAP checkpoint: cannot read {CONFIG_FILE}"
-        ) from err
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from err
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION or "config" not in meta:
-        raise CheckpointError(f"{path}: not a CoLLAP checkpoint of format {FORMAT_VERSION}")
-    config = ModelConfig.from_json(json.dumps(meta["config"]), str(path))
-    return config, bool(meta.get("trained", False))
 
 
 def load_weights(model: CoLLAP, weights: Path) -> None:

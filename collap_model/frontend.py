@@ -13,6 +13,7 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
+from collap_model.clipping import clip_spans_samples
 from collap_model.config import FrontendConfig
 
 # log(mel + eps) of digital silence; padded frames take this value
@@ -22,21 +23,8 @@ _CHUNK = 16
 
 
 def clip_spans(num_samples: int, config: FrontendConfig) -> list[tuple[int, int]]:
-    """Clip boundaries in samples: every sample of the input lies in at least one clip.
-
-    Clips start every `hop_seconds`; when the regular grid leaves a tail uncovered, one more
-    clip is aligned to the end of the input. An input shorter than one clip gives one clip
-    covering all of it (it is padded when embedded). An empty input gives no clips.
-    """
-    if num_samples <= 0:
-        return []
-    clip, hop = config.clip_samples, config.hop_samples
-    if num_samples <= clip:
-        return [(0, num_samples)]
-    starts = list(range(0, num_samples - clip + 1, hop))
-    if starts[-1] + clip < num_samples:
-        starts.append(num_samples - clip)
-    return [(s, s + clip) for s in starts]
+    """Clip boundaries in samples for the config's clip/hop (see `collap_model.clipping`)."""
+    return clip_spans_samples(num_samples, config.clip_samples, config.hop_samples)
 
 
 def to_mono(waveform: Tensor | np.ndarray) -> Tensor:

@@ -1,0 +1,1 @@
+"""collap-indexer: index music catalogs with CoLLAP embeddings in Qdrant and search them."""

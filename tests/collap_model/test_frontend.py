@@ -65,3 +65,24 @@ def test_prepare_waveform_rejects_bad_input() -> None:
 def test_config_rejects_gappy_clips() -> None:
     with pytest.raises(ValueError, match="hop_seconds"):
         FrontendConfig(clip_seconds=5, hop_seconds=6)
+
+
+@pytest.mark.parametrize("seconds", [0.3, 10.0, 10.5, 14.9, 15.0, 61.2])
+@pytest.mark.parametrize("chunk", [1000, 16_000, 70_001])
+def test_streaming_clipper_matches_clip_spans(seconds: float, chunk: int) -> None:
+    import numpy as np
+
+    from collap_model.clipping import StreamingClipper
+
+    n = round(seconds * CFG.sample_rate)
+    wave = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    clipper = StreamingClipper(CFG.clip_samples, CFG.hop_samples)
+    got = []
+    for i in range(0, n, chunk):
+        got += clipper.push(wave[i : i + chunk])
+    got += clipper.finish()
+    spans = clip_spans(n, CFG)
+    assert [(s, e) for s, e, _ in got] == spans
+    expected, _ = cut_clips(torch.from_numpy(wave), spans, CFG.clip_samples)
+    assert np.array_equal(np.stack([c for _, _, c in got]), expected.numpy())
+    assert len(clipper.buffer) <= CFG.clip_samples + chunk

@@ -1,0 +1,130 @@
+"""A pool of decoder processes feeding clips to the model, so decoding overlaps embedding.
+
+Workers import PyAV and numpy only (never torch) and are started with `spawn`, which is safe
+beside a parent that already runs torch threads. Each worker streams one file at a time
+through `AudioDecoder` and `StreamingClipper` and sends messages on a bounded queue (memory
+stays bounded however long the file or slow the model):
+
+    ("start", worker, job)                      the worker took the job
+    ("clips", job, starts, ends, clips)         int64 (k,), int64 (k,), float32 (k, clip)
+    ("done", job, info, total_samples)          info: AudioInfo.as_payload()
+    ("failed", job, reason)
+
+A worker that dies (a crash inside a codec) is noticed, its job is failed with a reason and
+the worker is replaced.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from collap_model.clipping import StreamingClipper
+from indexer.decode import AudioDecoder, DecodeError
+
+
+@dataclass(frozen=True)
+class DecodeParams:
+    rate: int  # model sample rate
+    clip: int  # samples per clip
+    hop: int  # samples between clip starts
+    clips_per_message: int
+    silence_peak: float
+
+
+def _worker(index: int, tasks: Any, results: Any, params: DecodeParams) -> None:
+    while True:
+        task = tasks.get()
+        if task is None:
+            return
+        job, path = task
+        results.put(("start", index, job))
+        try:
+            decode_job(job, path, params, results.put)
+        except DecodeError as err:
+            results.put(("failed", job, err.reason))
+        except Exception as err:  # a decoder bug must not lose the run; record it per file
+            results.put(("failed", job, f"decoder error: {type(err).__name__}: {err}"))
+
+
+def decode_job(job: int, path: str, params: DecodeParams, send: Any) -> None:
+    """Decode one file and send its clips, then "done" (or raise DecodeError)."""
+    clipper = StreamingClipper(params.clip, params.hop)
+    pending: list[tuple[int, int, np.ndarray]] = []
+
+    def flush(force: bool) -> None:
+        while pending and (force or len(pending) >= params.clips_per_message):
+            part = pending[: params.clips_per_message]
+            del pending[: params.clips_per_message]
+            starts = np.array([s for s, _, _ in part], dtype=np.int64)
+            ends = np.array([e for _, e, _ in part], dtype=np.int64)
+            send(("clips", job, starts, ends, np.stack([c for _, _, c in part])))
+
+    with AudioDecoder(path, params.rate) as dec:
+        for chunk in dec.chunks():
+            pending.extend(clipper.push(chunk))
+            flush(False)
+        pending.extend(clipper.finish())
+        if clipper.peak < params.silence_peak:
+            raise DecodeError(
+                f"silent: peak level {clipper.peak:.1e} over {dec.info.duration:.1f} s"
+            )
+        flush(True)
+        send(("done", job, dec.info.as_payload(), clipper.total))
+
+
+class DecoderPool:
+    def __init__(self, workers: int, params: DecodeParams, queue_messages: int = 8) -> None:
+        self.ctx = mp.get_context("spawn")
+        self.params = params
+        self.tasks: Any = self.ctx.Queue()
+        self.results: Any = self.ctx.Queue(maxsize=queue_messages)
+        self.procs: list[Any] = []
+        self.current: dict[int, int] = {}  # worker index -> job in hand
+        for i in range(workers):
+            self.procs.append(self._start(i))
+
+    def _start(self, index: int) -> Any:
+        proc = self.ctx.Process(
+            target=_worker, args=(index, self.tasks, self.results, self.params), daemon=True
+        )
+        proc.start()
+        return proc
+
+    def submit(self, job: int, path: str) -> None:
+        self.tasks.put((job, path))
+
+    def get(self, timeout: float) -> tuple[Any, ...] | None:
+        """The next message, or None after `timeout` seconds without one."""
+        try:
+            msg: tuple[Any, ...] = self.results.get(timeout=timeout)
+        except queue.Empty:
+            return self._reap()
+        if msg[0] == "start":
+            self.current[msg[1]] = msg[2]
+        elif msg[0] in ("done", "failed"):
+            self.current = {w: j for w, j in self.current.items() if j != msg[1]}
+        return msg
+
+    def _reap(self) -> tuple[Any, ...] | None:
+        for i, proc in enumerate(self.procs):
+            if not proc.is_alive():
+                job = self.current.pop(i, None)
+                self.procs[i] = self._start(i)
+                if job is not None:
+                    return ("failed", job, f"decoder process died (exit code {proc.exitcode})")
+        return None
+
+    def close(self) -> None:
+        for _ in self.procs:
+            self.tasks.put(None)
+        for proc in self.procs:
+            proc.join(timeout=2)
+            if proc.is_alive():
+                proc.terminate()
+        self.tasks.close()
+        self.results.close()

@@ -1,0 +1,356 @@
+"""The indexing run: scan -> plan -> decode (process pool) -> embed (batched) -> store.
+
+Clips from all files in flight share model batches; decoder processes keep decoding while the
+model runs. A track's point (song vector, clip multivector, payload) is written in one upsert,
+so it is there whole or not at all, and ids are derived from content, so a run interrupted at
+any moment and run again ends with every file indexed exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from indexer.decoders import DecodeParams, DecoderPool
+from indexer.failures import FailureLog
+from indexer.plan import Plan, plan_changes, track_file
+from indexer.scan import CatalogFile, content_hash, resolve_roots, scan
+from indexer.settings import Settings
+from indexer.store.base import Store, StoreError, TrackFile, TrackPoint, collection_name, point_id
+
+if TYPE_CHECKING:
+    from collap_model.config import ModelConfig
+    from collap_model.model import CoLLAP
+
+log = logging.getLogger(__name__)
+
+# seconds to wait for a decoder message before embedding a partial batch
+_IDLE = 0.05
+
+
+@dataclass
+class IndexSummary:
+    indexed: int = 0  # files embedded and written in this run
+    unchanged: int = 0  # files already indexed (including new paths of known content)
+    failed: int = 0  # files that failed in this run (see `indexer failures`)
+    skipped_failed: int = 0  # files that failed before and have not changed
+    removed: int = 0  # paths gone from disk, removed from the index
+    audio_seconds: float = 0.0  # audio embedded in this run
+    seconds: float = 0.0  # wall time of the run
+    collection: str = ""
+    fingerprint: str = ""
+    alias_switched: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Progress(Protocol):
+    def start(self, files: int) -> None: ...
+
+    def update(self, files_done: int, audio_seconds: float) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+@dataclass
+class _Job:
+    digest: str
+    files: list[CatalogFile]
+    starts: list[np.ndarray] = field(default_factory=list)
+    ends: list[np.ndarray] = field(default_factory=list)
+    embeddings: list[Any] = field(default_factory=list)  # torch (k, D) chunks
+    queued: int = 0  # clips waiting for the model
+    info: dict[str, Any] | None = None
+    total_samples: int = 0
+    failed: bool = False
+
+
+class ModelHandle:
+    """The model, loaded on first use (a run with nothing to embed never loads it)."""
+
+    def __init__(self, settings: Settings, loader: Callable[[], CoLLAP] | None = None) -> None:
+        from collap_model.registry import peek_model
+
+        self.settings = settings
+        self.config: ModelConfig
+        self.config, recorded = peek_model(settings.model)
+        self._loader = loader
+        self._model: CoLLAP | None = None
+        self.fingerprint = recorded if recorded is not None else self.get().fingerprint
+
+    def get(self) -> CoLLAP:
+        if self._model is None:
+            if self._loader is not None:
+                model = self._loader()
+            else:
+                from collap_model.checkpoint import load_model
+
+                model = load_model(self.settings.model, device=self.settings.device)
+            fp = getattr(self, "fingerprint", None)
+            if fp is not None and model.fingerprint != fp:
+                raise StoreError(
+                    f"model {self.settings.model or 'default'} records fingerprint {fp} but its "
+                    f"weights give {model.fingerprint}; re-save the checkpoint"
+                )
+            self._model = model
+        return self._model
+
+
+class IndexRun:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        failures: FailureLog,
+        model: ModelHandle,
+        progress: Progress | None = None,
+        publish: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.failures = failures
+        self.model = model
+        self.progress = progress
+        self.publish = publish
+        self.summary = IndexSummary(fingerprint=model.fingerprint)
+        self.target = collection_name(store.alias, model.fingerprint)
+        self._pending_points: list[tuple[TrackPoint, _Job]] = []
+        self._replaces: dict[str, str] = {}
+        self._last_publish = 0.0
+
+    # ---- the run ----------------------------------------------------------------------------
+    def run(self, paths: Sequence[str | Path]) -> IndexSummary:
+        began = time.monotonic()
+        roots = resolve_roots(paths)
+        current = self.store.alias_target()
+        self.store.ensure_collection(self.target, self.model.config.embed_dim)
+        if current is not None and current != self.target:
+            # a new model: rebuild every catalog the old collection holds, beside it
+            roots = _merge_roots(roots, self._roots_of(current))
+        files = list(scan(roots, self.settings.extensions))
+        plan = plan_changes(
+            files, self.store.records(self.target), self.failures.by_path(), roots, content_hash
+        )
+        self.summary.collection = self.target
+        self.summary.unchanged = plan.unchanged
+        self.summary.skipped_failed = plan.skipped_failed
+        self.summary.removed = plan.removed
+        self._apply_bookkeeping(plan)
+        self._embed_all(plan)
+        if current != self.target:
+            self.store.switch_alias(self.target)
+            for old in self.store.collections():
+                if old != self.target:
+                    self.store.drop_collection(old)
+            self.summary.alias_switched = True
+        self.summary.seconds = time.monotonic() - began
+        return self.summary
+
+    def _roots_of(self, collection: str) -> list[Path]:
+        roots = {f.root for rec in self.store.records(collection) for f in rec.files}
+        return [Path(r) for r in sorted(roots) if Path(r).exists()]
+
+    def _apply_bookkeeping(self, plan: Plan) -> None:
+        deletions = [pid for pid, files in plan.files_of.items() if not files]
+        for pid, files in plan.files_of.items():
+            if files:
+                self.store.set_payload(self.target, pid, _files_payload(files))
+        self.store.delete(self.target, deletions)
+        for f in plan.touched_failures:
+            self.failures.touch(f)
+        self.failures.remove(plan.cleared_failures)
+        self._replaces = plan.replaces
+
+    # ---- embedding --------------------------------------------------------------------------
+    def _embed_all(self, plan: Plan) -> None:
+        jobs = {i: _Job(digest, group) for i, (digest, group) in enumerate(plan.embed.items())}
+        if self.progress is not None:
+            self.progress.start(sum(len(j.files) for j in jobs.values()))
+        if not jobs:
+            return
+        model = self.model.get()
+        fe = model.config.frontend
+        params = DecodeParams(
+            rate=fe.sample_rate,
+            clip=fe.clip_samples,
+            hop=fe.hop_samples,
+            clips_per_message=8,
+            silence_peak=self.settings.silence_peak,
+        )
+        pool = DecoderPool(self.settings.decode_workers, params)
+        try:
+            for i, job in jobs.items():
+                pool.submit(i, job.files[0].path)
+            self._drive(pool, jobs, model)
+        finally:
+            pool.close()
+            if self.progress is not None:
+                self.progress.finish()
+
+    def _drive(self, pool: DecoderPool, jobs: dict[int, _Job], model: CoLLAP) -> None:
+        open_jobs = set(jobs)
+        queue: list[tuple[int, int, int, np.ndarray]] = []  # job, start, end, samples
+        batch = self.settings.clip_batch
+        while open_jobs:
+            msg = pool.get(timeout=_IDLE)
+            if msg is None:
+                if queue:
+                    self._embed(queue, jobs, model, open_jobs, batch)
+                continue
+            kind, job_id = msg[0], msg[1]
+            if kind == "start":
+                continue
+            job = jobs[job_id]
+            if kind == "clips":
+                _, _, starts, ends, clips = msg
+                queue.extend(
+                    (job_id, int(s), int(e), c) for s, e, c in zip(starts, ends, clips, strict=True)
+                )
+                job.queued += len(starts)
+                while len(queue) >= batch:
+                    self._embed(queue, jobs, model, open_jobs, batch)
+            elif kind == "done":
+                job.info, job.total_samples = msg[2], msg[3]
+                if job.queued == 0:
+                    self._finish(job_id, jobs, model, open_jobs)
+            elif kind == "failed":
+                job.failed = True
+                queue[:] = [q for q in queue if q[0] != job_id]
+                self._fail(job, msg[2])
+                open_jobs.discard(job_id)
+                self._tick(jobs, open_jobs)
+        self._flush_points()
+
+    def _embed(
+        self,
+        queue: list[tuple[int, int, int, np.ndarray]],
+        jobs: dict[int, _Job],
+        model: CoLLAP,
+        open_jobs: set[int],
+        batch: int,
+    ) -> None:
+        import torch
+
+        take = queue[:batch]
+        del queue[:batch]
+        clips = torch.from_numpy(np.stack([c for _, _, _, c in take]))
+        valid = torch.tensor([e - s for _, s, e, _ in take])
+        emb = model.embed_clips(clips, valid).cpu()  # (k, D)
+        rows: dict[int, list[int]] = {}
+        for i, (job_id, _, _, _) in enumerate(take):
+            rows.setdefault(job_id, []).append(i)
+        for job_id, idx in rows.items():
+            job = jobs[job_id]
+            job.starts.append(np.array([take[i][1] for i in idx]))
+            job.ends.append(np.array([take[i][2] for i in idx]))
+            job.embeddings.append(emb[idx])
+            job.queued -= len(idx)
+            if job.queued == 0 and job.info is not None:
+                self._finish(job_id, jobs, model, open_jobs)
+
+    def _finish(
+        self, job_id: int, jobs: dict[int, _Job], model: CoLLAP, open_jobs: set[int]
+    ) -> None:
+        import torch
+
+        job = jobs[job_id]
+        assert job.info is not None
+        starts = np.concatenate(job.starts)
+        order = np.argsort(starts, kind="stable")
+        clips = torch.cat(job.embeddings)[torch.from_numpy(order)]  # (N, D)
+        rate = model.sample_rate
+        times = torch.from_numpy(
+            np.stack([starts[order], np.concatenate(job.ends)[order]], axis=1) / rate
+        ).float()
+        song = model.pool_song(clips, times).cpu()
+        payload = self._payload(job, job.info, times)
+        point = TrackPoint(point_id(job.digest), song.tolist(), clips.tolist(), payload)
+        self._pending_points.append((point, job))
+        self.summary.indexed += len(job.files)
+        self.summary.audio_seconds += job.total_samples / rate
+        job.embeddings.clear()
+        open_jobs.discard(job_id)
+        if len(self._pending_points) >= self.settings.upsert_batch:
+            self._flush_points()
+        self._tick(jobs, open_jobs)
+
+    def _payload(self, job: _Job, info: dict[str, Any], times: Any) -> dict[str, Any]:
+        first = job.files[0]
+        files = [track_file(f) for f in job.files]
+        payload: dict[str, Any] = {
+            **info,
+            "title": info.get("title") or Path(first.path).stem,
+            **_files_payload(files),
+            "size": first.size,
+            "mtime": first.mtime_ns / 1e9,
+            "content_hash": job.digest,
+            "clip_times": [[round(float(s), 3), round(float(e), 3)] for s, e in times.tolist()],
+            "n_clips": int(times.shape[0]),
+            "fingerprint": self.model.fingerprint,
+            "indexed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        return payload
+
+    def _flush_points(self) -> None:
+        if not self._pending_points:
+            return
+        self.store.upsert(self.target, [p for p, _ in self._pending_points])
+        # the new content is written: now the paths may leave the points of their old content
+        for _, job in self._pending_points:
+            for f in job.files:
+                old = self._replaces.pop(f.path, None)
+                if old is not None and old != point_id(job.digest):
+                    self._detach(old, f.path)
+        self._pending_points.clear()
+
+    def _detach(self, pid: str, path: str) -> None:
+        found = self.store.retrieve(self.target, [pid])
+        if not found:
+            return
+        files = [TrackFile.of(f) for f in found[0].payload.get("files", []) if f["path"] != path]
+        if files:
+            self.store.set_payload(self.target, pid, _files_payload(files))
+        else:
+            self.store.delete(self.target, [pid])
+
+    def _fail(self, job: _Job, reason: str) -> None:
+        for f in job.files:
+            self.failures.record(f, job.digest, reason)
+            self.summary.failed += 1
+        log.info("failed: %s: %s", job.files[0].path, reason)
+
+    def _tick(self, jobs: dict[int, _Job], open_jobs: set[int]) -> None:
+        done = sum(len(j.files) for i, j in jobs.items() if i not in open_jobs)
+        if self.progress is not None:
+            self.progress.update(done, self.summary.audio_seconds)
+        now = time.monotonic()
+        if self.publish is not None and now - self._last_publish > 1.0:
+            self._last_publish = now
+            self.publish(
+                {
+                    "state": "indexing",
+                    "files_done": done,
+                    "files_total": sum(len(j.files) for j in jobs.values()),
+                    **self.summary.as_dict(),
+                }
+            )
+
+
+def _files_payload(files: list[TrackFile]) -> dict[str, Any]:
+    return {"path": files[0].path, "root": files[0].root, "files": [f.as_payload() for f in files]}
+
+
+def _merge_roots(a: list[Path], b: list[Path]) -> list[Path]:
+    merged = list(a)
+    for root in b:
+        if not any(root == r or r in root.parents for r in merged):
+            merged.append(root)
+    return merged

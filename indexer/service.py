@@ -1,0 +1,132 @@
+"""Entry-point logic shared by the CLI, the workers and the API: open the store safely, run.
+
+The embedded store is opened only under the data directory's lock; commands that merely read
+(status) use the owner's published status when another process holds the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from indexer.failures import Failure, FailureLog
+from indexer.lock import DataDirLock, StoreBusyError, busy_message, read_json, write_json
+from indexer.pipeline import IndexRun, IndexSummary, ModelHandle, Progress
+from indexer.settings import Settings
+from indexer.store.base import Store
+
+
+def store_location(settings: Settings) -> str:
+    return settings.qdrant_url or str(settings.data_dir / "qdrant")
+
+
+def open_store(settings: Settings) -> Store:
+    """The configured store; for the embedded one the caller must hold the data-dir lock."""
+    if settings.embedded:
+        from indexer.store.edge import EdgeStore
+
+        return EdgeStore(settings.data_dir / "qdrant", settings.collection)
+    from indexer.store.server import ServerStore
+
+    assert settings.qdrant_url is not None
+    key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+    return ServerStore.connect(settings.qdrant_url, key, settings.collection)
+
+
+def failure_log(settings: Settings) -> FailureLog:
+    return FailureLog(settings.data_dir / "failures.sqlite3")
+
+
+@dataclass
+class Session:
+    """An open store (and the lock that guards it) plus the failure log."""
+
+    settings: Settings
+    store: Store
+    failures: FailureLog
+
+    def publish(self, status: dict[str, Any]) -> None:
+        if self.settings.embedded:
+            write_json(self.settings.data_dir / "status.json", {**status, "updated": time.time()})
+
+
+@contextlib.contextmanager
+def session(
+    settings: Settings,
+    wait: bool = True,
+    on_wait: Callable[[dict[str, Any] | None], None] | None = None,
+) -> Iterator[Session]:
+    lock = DataDirLock(settings.data_dir)
+    if settings.embedded:
+        lock.acquire(wait=wait, on_wait=on_wait)
+    try:
+        store = open_store(settings)
+        failures = failure_log(settings)
+        try:
+            yield Session(settings, store, failures)
+        finally:
+            store.close()
+            failures.close()
+    finally:
+        lock.release()
+
+
+def index(
+    settings: Settings,
+    paths: Sequence[str | Path],
+    progress: Progress | None = None,
+    on_wait: Callable[[dict[str, Any] | None], None] | None = None,
+) -> IndexSummary:
+    model = ModelHandle(settings)
+    with session(settings, on_wait=on_wait) as s:
+        run = IndexRun(settings, s.store, s.failures, model, progress=progress, publish=s.publish)
+        return run.run(paths)
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """Tracks, clips, failures, model fingerprint and store location (never touches a live shard)."""
+    base: dict[str, Any] = {"store": store_location(settings), "collection": settings.collection}
+    try:
+        with session(settings, wait=False) as s:
+            target = s.store.alias_target()
+            tracks = clips = 0
+            if target is not None:
+                for rec in s.store.records(target):
+                    tracks += 1
+                    clips += rec.n_clips
+            return {
+                **base,
+                "live": False,
+                "tracks": tracks,
+                "clips": clips,
+                "failures": s.failures.count(),
+                "fingerprint": target.removeprefix(settings.collection + "-") if target else None,
+                "collections": s.store.collections(),
+            }
+    except StoreBusyError:
+        owner = read_json(settings.data_dir / "owner.json")
+        live = read_json(settings.data_dir / "status.json") or {}
+        failures = failure_log(settings)
+        try:
+            count = failures.count()
+        finally:
+            failures.close()
+        return {
+            **base,
+            "live": True,
+            "owner": busy_message(settings.data_dir, owner),
+            "failures": count,
+            "progress": live,
+        }
+
+
+def list_failures(settings: Settings) -> list[Failure]:
+    log = failure_log(settings)
+    try:
+        return log.all()
+    finally:
+        log.close()

@@ -1,0 +1,68 @@
+"""Settings (pydantic-settings): environment variables prefixed INDEXER_, or a .env file.
+
+Built once in an entry point and passed down; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+AUDIO_EXTENSIONS = (
+    ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac", ".alac",
+    ".wav", ".wave", ".aif", ".aiff", ".aifc", ".wma", ".wv", ".ape",
+)  # fmt: skip
+
+
+def default_data_dir() -> Path:
+    """$XDG_DATA_HOME/collap-indexer, else ~/.local/share/collap-indexer."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "collap-indexer"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INDEXER_", env_file=".env", extra="ignore")
+
+    # where the embedded store (Qdrant Edge shards), failure log and lock live
+    data_dir: Path = Field(default_factory=default_data_dir)
+    # a Qdrant server (http://host:6333); unset = the embedded Qdrant Edge store in data_dir
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None  # API key of the Qdrant server
+    collection: str = (
+        "tracks"  # alias that queries use; collections are named <alias>-<fingerprint>
+    )
+    model: str | None = None  # preset name or checkpoint directory; unset = shipped default
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
+    # file extensions that count as audio (comma-separated in the environment)
+    extensions: Annotated[tuple[str, ...], NoDecode] = AUDIO_EXTENSIONS
+    decode_workers: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1)
+    clip_batch: int = Field(64, ge=1)  # clips per model call, across files
+    upsert_batch: int = Field(32, ge=1)  # points per store write
+    # seconds of decoded audio per message from a decoder process (bounds memory per file)
+    decode_chunk_seconds: float = Field(20.0, gt=0)
+    # peak amplitude (0..1) under which a whole file counts as silence
+    silence_peak: float = Field(1e-3, ge=0)
+
+    @field_validator("extensions", mode="before")
+    @classmethod
+    def _split_extensions(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if isinstance(value, list | tuple):
+            return tuple("." + str(v).strip().lower().lstrip(".") for v in value)
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda") or value.startswith("cuda:"):
+            return value
+        raise ValueError("device must be auto, cpu, cuda or cuda:N")
+
+    @property
+    def embedded(self) -> bool:
+        return not self.qdrant_url

@@ -1,0 +1,151 @@
+"""The store seam: one Protocol, implemented by Qdrant Edge (embedded) and qdrant-client.
+
+Schema (one point per track, see ARCHITECTURE.md):
+- id: uuid5 of the file's content hash, so identical content at several paths is one point and
+  the id is the same on every machine and run;
+- named vectors `song` (dense, cosine, HNSW) and `clips` (multivector, cosine MaxSim, no graph);
+- payload: PAYLOAD_FIELDS below, plus `files`, the paths holding this content;
+- collections are named `<alias>-<fingerprint>`; the alias points at the complete one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+# a fixed namespace so that ids are deterministic across machines
+ID_NAMESPACE = uuid.UUID("6f0c1d1e-4c3b-5a8e-9d52-8a3f0e6c2b71")
+SONG = "song"
+CLIPS = "clips"
+
+
+class FieldType(StrEnum):
+    KEYWORD = "keyword"
+    INTEGER = "integer"
+    FLOAT = "float"
+
+
+# payload fields that filters use, and their index type
+PAYLOAD_INDEXES: dict[str, FieldType] = {
+    "path": FieldType.KEYWORD,
+    "root": FieldType.KEYWORD,
+    "artist": FieldType.KEYWORD,
+    "album": FieldType.KEYWORD,
+    "genre": FieldType.KEYWORD,
+    "content_hash": FieldType.KEYWORD,
+    "fingerprint": FieldType.KEYWORD,
+    "year": FieldType.INTEGER,
+    "duration": FieldType.FLOAT,
+}
+
+
+class StoreError(RuntimeError):
+    """The store is unreachable, locked or inconsistent; the message says which."""
+
+
+def point_id(content_hash: str) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, content_hash))
+
+
+def collection_name(alias: str, fingerprint: str) -> str:
+    return f"{alias}-{fingerprint}"
+
+
+@dataclass(frozen=True)
+class TrackFile:
+    path: str
+    root: str
+    size: int
+    mtime_ns: int
+
+    def as_payload(self) -> dict[str, Any]:
+        return {"path": self.path, "root": self.root, "size": self.size, "mtime_ns": self.mtime_ns}
+
+    @staticmethod
+    def of(data: dict[str, Any]) -> TrackFile:
+        return TrackFile(
+            str(data["path"]), str(data["root"]), int(data["size"]), int(data["mtime_ns"])
+        )
+
+
+@dataclass(frozen=True)
+class TrackPoint:
+    """A whole point as written: both vectors and the payload, in one upsert."""
+
+    id: str
+    song: list[float]  # (D,)
+    clips: list[list[float]]  # (N, D)
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    """What change detection needs from a stored point."""
+
+    id: str
+    content_hash: str
+    files: list[TrackFile]
+    n_clips: int
+
+
+@dataclass
+class StoredTrack:
+    id: str
+    payload: dict[str, Any]
+    song: list[float] | None = None
+    clips: list[list[float]] | None = None
+    score: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def record_of(pid: str, payload: dict[str, Any]) -> TrackRecord:
+    return TrackRecord(
+        id=pid,
+        content_hash=str(payload.get("content_hash", "")),
+        files=[TrackFile.of(f) for f in payload.get("files", [])],
+        n_clips=int(payload.get("n_clips", 0)),
+    )
+
+
+# payload keys that change detection reads (a small scroll even for large catalogs)
+RECORD_FIELDS = ["content_hash", "files", "n_clips"]
+
+
+class Store(Protocol):
+    """Collections of track points behind an alias. Every write waits until applied."""
+
+    alias: str
+
+    def alias_target(self) -> str | None:
+        """The collection the alias points to, if any."""
+
+    def collections(self) -> list[str]:
+        """Every collection of this alias (`<alias>-<fingerprint>`)."""
+
+    def ensure_collection(self, name: str, dim: int) -> None:
+        """Create the collection with the schema if it does not exist."""
+
+    def switch_alias(self, name: str) -> str | None:
+        """Point the alias at `name`; returns the previous target."""
+
+    def drop_collection(self, name: str) -> None: ...
+
+    def upsert(self, name: str, points: Sequence[TrackPoint]) -> None: ...
+
+    def delete(self, name: str, ids: Sequence[str]) -> None: ...
+
+    def set_payload(self, name: str, pid: str, payload: dict[str, Any]) -> None:
+        """Overwrite the given payload keys of one point (others are kept)."""
+
+    def records(self, name: str) -> Iterator[TrackRecord]: ...
+
+    def retrieve(
+        self, name: str, ids: Sequence[str], with_vectors: bool = False
+    ) -> list[StoredTrack]: ...
+
+    def count(self, name: str) -> int: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,174 @@
+"""The embedded store: one Qdrant Edge shard per collection under a data directory.
+
+Layout: <root>/collections/<collection>/ (a shard each) and <root>/aliases.json. A shard is
+owned by one process; the caller holds the data directory's lock (indexer.lock) before
+opening this store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import qdrant_edge as qe
+
+from indexer.store.base import (
+    CLIPS,
+    PAYLOAD_INDEXES,
+    RECORD_FIELDS,
+    SONG,
+    FieldType,
+    StoredTrack,
+    StoreError,
+    TrackPoint,
+    TrackRecord,
+    record_of,
+)
+
+_SCROLL_PAGE = 512
+_SCHEMA = {
+    FieldType.KEYWORD: qe.PayloadSchemaType.Keyword,
+    FieldType.INTEGER: qe.PayloadSchemaType.Integer,
+    FieldType.FLOAT: qe.PayloadSchemaType.Float,
+}
+
+
+def _config(dim: int) -> qe.EdgeConfig:
+    no_graph = qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000)
+    return qe.EdgeConfig(
+        vectors={
+            SONG: qe.EdgeVectorParams(dim, qe.Distance.Cosine),
+            CLIPS: qe.EdgeVectorParams(
+                dim,
+                qe.Distance.Cosine,
+                multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
+                hnsw_config=no_graph,
+            ),
+        }
+    )
+
+
+class EdgeStore:
+    def __init__(self, root: Path, alias: str) -> None:
+        self.root = root
+        self.alias = alias
+        (root / "collections").mkdir(parents=True, exist_ok=True)
+        self._shards: dict[str, qe.EdgeShard] = {}
+
+    # ---- aliases and collections ------------------------------------------------------------
+    def _aliases(self) -> dict[str, str]:
+        path = self.root / "aliases.json"
+        if not path.exists():
+            return {}
+        data: dict[str, str] = json.loads(path.read_text())
+        return data
+
+    def alias_target(self) -> str | None:
+        return self._aliases().get(self.alias)
+
+    def collections(self) -> list[str]:
+        prefix = f"{self.alias}-"
+        return sorted(
+            p.name for p in (self.root / "collections").iterdir() if p.name.startswith(prefix)
+        )
+
+    def _dir(self, name: str) -> Path:
+        return self.root / "collections" / name
+
+    def _shard(self, name: str) -> qe.EdgeShard:
+        shard = self._shards.get(name)
+        if shard is None:
+            if not (self._dir(name) / "edge_config.json").exists():
+                raise StoreError(f"collection {name} does not exist in {self.root}")
+            try:
+                shard = qe.EdgeShard.load(str(self._dir(name)))
+            except Exception as err:  # the binding raises plain exceptions with the reason
+                raise StoreError(f"cannot open collection {name} in {self.root}: {err}") from err
+            self._shards[name] = shard
+        return shard
+
+    def ensure_collection(self, name: str, dim: int) -> None:
+        directory = self._dir(name)
+        if (directory / "edge_config.json").exists():
+            return
+        if directory.exists():
+            shutil.rmtree(directory)  # an interrupted create left no usable shard
+        shard = qe.EdgeShard.create(str(directory), _config(dim))
+        for field_name, kind in PAYLOAD_INDEXES.items():
+            shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA[kind]))
+        shard.flush()
+        self._shards[name] = shard
+
+    def switch_alias(self, name: str) -> str | None:
+        aliases = self._aliases()
+        old = aliases.get(self.alias)
+        aliases[self.alias] = name
+        tmp = self.root / "aliases.json.tmp"
+        tmp.write_text(json.dumps(aliases, indent=2))
+        os.replace(tmp, self.root / "aliases.json")  # atomic: readers see old or new
+        return old
+
+    def drop_collection(self, name: str) -> None:
+        shard = self._shards.pop(name, None)
+        if shard is not None:
+            shard.close()
+        shutil.rmtree(self._dir(name), ignore_errors=True)
+
+    # ---- points -----------------------------------------------------------------------------
+    def upsert(self, name: str, points: Sequence[TrackPoint]) -> None:
+        if not points:
+            return
+        shard = self._shard(name)
+        batch = [qe.Point(p.id, {SONG: p.song, CLIPS: p.clips}, p.payload) for p in points]
+        shard.update(qe.UpdateOperation.upsert_points(batch))
+        shard.flush()
+
+    def delete(self, name: str, ids: Sequence[str]) -> None:
+        if ids:
+            shard = self._shard(name)
+            shard.update(qe.UpdateOperation.delete_points(list(ids)))
+            shard.flush()
+
+    def set_payload(self, name: str, pid: str, payload: dict[str, Any]) -> None:
+        shard = self._shard(name)
+        shard.update(qe.UpdateOperation.set_payload([pid], payload))
+        shard.flush()
+
+    def records(self, name: str) -> Iterator[TrackRecord]:
+        shard = self._shard(name)
+        offset: Any = None
+        while True:
+            page, offset = shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=_SCROLL_PAGE, with_payload=RECORD_FIELDS)
+            )
+            for rec in page:
+                yield record_of(str(rec.id), dict(rec.payload or {}))
+            if offset is None:
+                return
+
+    def retrieve(
+        self, name: str, ids: Sequence[str], with_vectors: bool = False
+    ) -> list[StoredTrack]:
+        if not ids:
+            return []
+        recs = self._shard(name).retrieve(list(ids), True, [SONG, CLIPS] if with_vectors else False)
+        out = []
+        for rec in recs:
+            vec: dict[str, Any] = dict(rec.vector or {}) if with_vectors else {}  # type: ignore[arg-type]
+            out.append(
+                StoredTrack(str(rec.id), dict(rec.payload or {}), vec.get(SONG), vec.get(CLIPS))
+            )
+        return out
+
+    def count(self, name: str) -> int:
+        return int(self._shard(name).count(qe.CountRequest(exact=True)))
+
+    def close(self) -> None:
+        for shard in self._shards.values():
+            shard.flush()
+            shard.close()
+        self._shards.clear()
