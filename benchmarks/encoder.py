@@ -56,7 +56,9 @@ def time_htsat(songs: list[torch.Tensor], rate: int) -> float:
 
     fe = load_preset("collap-mini").frontend
     htsat = ClapAudioModel(ClapAudioConfig()).eval()
-    mel = torchaudio.transforms.MelSpectrogram(48_000, n_fft=1024, hop_length=480, f_min=50, f_max=14_000, n_mels=64)
+    mel = torchaudio.transforms.MelSpectrogram(
+        48_000, n_fft=1024, hop_length=480, f_min=50, f_max=14_000, n_mels=64
+    )
     clip_sets = []
     for wave in songs:
         clips, _ = cut_clips(wave, clip_spans(wave.shape[0], fe), fe.clip_samples)

@@ -44,8 +44,13 @@ def machine() -> str:
 
 def merge(existing: str, name: str, body: str) -> str:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    section = f"<!-- section: {name} -->\n{body.rstrip()}\n\n_Measured {stamp} on {machine()}._\n<!-- end: {name} -->\n"
-    pattern = re.compile(rf"<!-- section: {re.escape(name)} -->.*?<!-- end: {re.escape(name)} -->\n", re.S)
+    section = (
+        f"<!-- section: {name} -->\n{body.rstrip()}\n\n"
+        f"_Measured {stamp} on {machine()}._\n<!-- end: {name} -->\n"
+    )
+    pattern = re.compile(
+        rf"<!-- section: {re.escape(name)} -->.*?<!-- end: {re.escape(name)} -->\n", re.S
+    )
     if not existing.strip():
         existing = HEADER
     if pattern.search(existing):
@@ -54,8 +59,12 @@ def merge(existing: str, name: str, body: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], help="benchmarks to run (default: all)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "names", nargs="*", choices=[*BENCHMARKS, []], help="benchmarks to run (default: all)"
+    )
     args = parser.parse_args(argv)
     text = OUT.read_text() if OUT.exists() else ""
     for name in args.names or list(BENCHMARKS):

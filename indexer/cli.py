@@ -81,7 +81,7 @@ def _cmd_failures(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="indexer",
-        description="Index music catalogs with CoLLAP embeddings and search them by what the music does.",
+        description="Index music catalogs with CoLLAP embeddings; search by what the music does.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -57,13 +57,15 @@ def plan_changes(
     for rec in records:
         files_of[rec.id] = list(rec.files)
         by_hash[rec.content_hash] = rec.id
-        for f in rec.files:
-            if f.path in owner:
-                # an interrupted change left the path on two points: the later write wins
-                # below, when the scan decides which content the path holds now
-                files_of[owner[f.path]] = [x for x in files_of[owner[f.path]] if x.path != f.path]
-                changed.add(owner[f.path])
-            owner[f.path] = rec.id
+        for tf in rec.files:
+            if tf.path in owner:
+                # an interrupted change left the path on two points: the scan below decides
+                # which content the path holds now
+                files_of[owner[tf.path]] = [
+                    x for x in files_of[owner[tf.path]] if x.path != tf.path
+                ]
+                changed.add(owner[tf.path])
+            owner[tf.path] = rec.id
 
     def detach(path: str) -> None:
         pid = owner.pop(path, None)

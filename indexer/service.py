@@ -88,7 +88,7 @@ def index(
 
 
 def status(settings: Settings) -> dict[str, Any]:
-    """Tracks, clips, failures, model fingerprint and store location (never touches a live shard)."""
+    """Tracks, clips, failures, fingerprint and store location; never touches a live shard."""
     base: dict[str, Any] = {"store": store_location(settings), "collection": settings.collection}
     try:
         with session(settings, wait=False) as s:
