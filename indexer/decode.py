@@ -7,6 +7,7 @@ two-hour recording decodes in constant memory. Files that cannot give usable aud
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -71,6 +72,8 @@ class AudioDecoder:
 
     def __init__(self, path: str, rate: int) -> None:
         self.path, self.rate = path, rate
+        if os.path.getsize(path) == 0:
+            raise DecodeError("empty file (0 bytes)")
         try:
             self.container = av.open(path, metadata_errors="ignore")
         except av.error.FFmpegError as err:
@@ -93,7 +96,7 @@ class AudioDecoder:
             genre=tags.get("genre"),
             year=_first_int(tags.get("date") or tags.get("year")),
             track=_first_int(tags.get("track") or tags.get("tracknumber")),
-            codec=ctx.name or "",
+            codec=ctx.codec.canonical_name or ctx.name or "",
             sample_rate=int(ctx.sample_rate or 0),
             channels=int(getattr(ctx.layout, "nb_channels", 0) or getattr(ctx, "channels", 0) or 0),
             declared_seconds=declared,

@@ -17,6 +17,7 @@ the worker is replaced.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,9 @@ import numpy as np
 
 from collap_model.clipping import StreamingClipper
 from indexer.decode import AudioDecoder, DecodeError
+
+# seconds between checks that the parent process is still there
+_POLL = 1.0
 
 
 @dataclass(frozen=True)
@@ -36,19 +40,36 @@ class DecodeParams:
     silence_peak: float
 
 
-def _worker(index: int, tasks: Any, results: Any, params: DecodeParams) -> None:
+def _worker(index: int, parent: int, tasks: Any, results: Any, params: DecodeParams) -> None:
+    def alive() -> bool:
+        return os.getppid() == parent  # a SIGKILLed parent leaves us to init: stop then
+
+    def send(msg: tuple[Any, ...]) -> None:
+        while True:
+            try:
+                results.put(msg, timeout=_POLL)
+                return
+            except queue.Full:
+                if not alive():
+                    raise SystemExit(0) from None
+
     while True:
-        task = tasks.get()
+        try:
+            task = tasks.get(timeout=_POLL)
+        except queue.Empty:
+            if not alive():
+                return
+            continue
         if task is None:
             return
         job, path = task
-        results.put(("start", index, job))
+        send(("start", index, job))
         try:
-            decode_job(job, path, params, results.put)
+            decode_job(job, path, params, send)
         except DecodeError as err:
-            results.put(("failed", job, err.reason))
+            send(("failed", job, err.reason))
         except Exception as err:  # a decoder bug must not lose the run; record it per file
-            results.put(("failed", job, f"decoder error: {type(err).__name__}: {err}"))
+            send(("failed", job, f"decoder error: {type(err).__name__}: {err}"))
 
 
 def decode_job(job: int, path: str, params: DecodeParams, send: Any) -> None:
@@ -90,7 +111,7 @@ class DecoderPool:
 
     def _start(self, index: int) -> Any:
         proc = self.ctx.Process(
-            target=_worker, args=(index, self.tasks, self.results, self.params), daemon=True
+            target=_worker, args=(index, os.getpid(), self.tasks, self.results, self.params), daemon=True
         )
         proc.start()
         return proc

@@ -80,8 +80,9 @@ def index(
     paths: Sequence[str | Path],
     progress: Progress | None = None,
     on_wait: Callable[[dict[str, Any] | None], None] | None = None,
+    model: ModelHandle | None = None,
 ) -> IndexSummary:
-    model = ModelHandle(settings)
+    model = model or ModelHandle(settings)
     with session(settings, on_wait=on_wait) as s:
         run = IndexRun(settings, s.store, s.failures, model, progress=progress, publish=s.publish)
         return run.run(paths)

@@ -1,0 +1,105 @@
+"""Audio fixtures made by the tests with PyAV: several codecs, rates and channel layouts,
+with tags, plus corrupt files. Signals are chords with a beat, distinct per `seed`."""
+
+from __future__ import annotations
+
+import math
+import wave
+from pathlib import Path
+
+import av
+import numpy as np
+
+# extension -> (container format, codec, sample format the encoder takes)
+CODECS = {
+    "mp3": ("mp3", "mp3", "fltp"),
+    "flac": ("flac", "flac", "s16"),
+    "opus": ("ogg", "libopus", "flt"),
+    "m4a": ("ipod", "aac", "fltp"),
+    "alac.m4a": ("ipod", "alac", "s16p"),
+    "wav": ("wav", "pcm_s16le", "s16"),
+}
+
+
+def signal(seconds: float, rate: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * rate)) / rate
+    freqs = 110.0 * 2 ** (rng.integers(0, 36, 3) / 12.0)
+    x = sum(np.sin(2 * math.pi * f * t) for f in freqs) / 3
+    beat = (np.sin(2 * math.pi * (1 + seed % 5 / 2) * t) > 0.5).astype(np.float64)
+    return (0.3 * x * (0.4 + 0.6 * beat) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def write_audio(
+    path: Path,
+    seconds: float,
+    seed: int = 0,
+    rate: int = 44_100,
+    channels: int = 2,
+    tags: dict[str, str] | None = None,
+    samples: np.ndarray | None = None,
+) -> Path:
+    """Encode a test signal (or `samples`, mono float32) into `path`; codec from its name."""
+    key = "alac.m4a" if path.name.endswith(".alac.m4a") else path.suffix.lstrip(".")
+    fmt, codec, sample_fmt = CODECS[key]
+    if codec == "libopus":
+        rate = 48_000
+    mono = signal(seconds, rate, seed) if samples is None else samples
+    data = np.stack([mono] * channels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    layout = "stereo" if channels == 2 else "mono"
+    with av.open(str(path), "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=rate, layout=layout)
+        for k, v in (tags or {}).items():
+            out.metadata[k] = v
+        frame_size = stream.codec_context.frame_size or 1024
+        for i in range(0, data.shape[1], frame_size):
+            chunk = np.ascontiguousarray(data[:, i : i + frame_size])
+            frame = av.AudioFrame.from_ndarray(_as(chunk, sample_fmt), format=sample_fmt, layout=layout)
+            frame.sample_rate = rate
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def _as(chunk: np.ndarray, sample_fmt: str) -> np.ndarray:
+    match sample_fmt:
+        case "s16":
+            return (chunk.T.reshape(1, -1) * 32767).astype(np.int16)
+        case "s16p":
+            return (chunk * 32767).astype(np.int16)
+        case "flt":
+            return chunk.T.reshape(1, -1).astype(np.float32)
+        case _:
+            return chunk.astype(np.float32)
+
+
+def write_long_wav(path: Path, seconds: float, rate: int = 16_000) -> Path:
+    """A long mono 16-bit WAV written in chunks (fast, constant memory)."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        block = (signal(60.0, rate, 7) * 32767).astype(np.int16).tobytes()
+        for _ in range(int(seconds // 60)):
+            w.writeframes(block)
+    return path
+
+
+def corrupt_files(folder: Path) -> dict[str, Path]:
+    """Bad input with audio extensions: name -> path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    empty = folder / "empty.mp3"
+    empty.write_bytes(b"")
+    text = folder / "notes.flac"
+    text.write_text("this is a text file, not audio\n" * 50)
+    silent = write_audio(folder / "silence.wav", 8.0, samples=np.zeros(8 * 44_100, dtype=np.float32))
+    full = write_audio(folder / "full.flac", 30.0, seed=3)
+    truncated = folder / "truncated.flac"
+    truncated.write_bytes(full.read_bytes()[: full.stat().st_size // 3])
+    full.unlink()
+    garbage = folder / "garbage.wav"
+    garbage.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 40)
+    return {"empty": empty, "text": text, "silent": silent, "truncated": truncated, "garbage": garbage}

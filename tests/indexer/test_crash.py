@@ -1,0 +1,64 @@
+"""SIGKILL in the middle of a run, then run again: every file indexed exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from indexer import service
+from indexer.settings import Settings
+from indexer.store.edge import EdgeStore
+from tests.indexer.fixtures import write_audio
+
+FILES = 14
+
+
+def test_sigkill_mid_run_then_rerun_indexes_everything_once(tmp_path: Path) -> None:
+    music = tmp_path / "music"
+    for i in range(FILES):
+        write_audio(music / f"{i:02d}.flac", 25.0, seed=i, rate=16_000, channels=1)
+    data = tmp_path / "data"
+    env = {**os.environ, "INDEXER_DATA_DIR": str(data), "INDEXER_UPSERT_BATCH": "1", "INDEXER_DECODE_WORKERS": "1"}
+    cmd = [sys.executable, "-m", "indexer.cli", "index", str(music), "--json"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 240
+    done = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            done = json.loads((data / "status.json").read_text()).get("files_done", 0)
+        except (OSError, ValueError):
+            done = 0
+        if done >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    assert done >= 3
+    os.killpg(proc.pid, signal.SIGKILL)  # the indexer and its decoder processes
+    proc.wait()
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert summary["failed"] == 0
+    assert summary["unchanged"] >= 3  # what the killed run wrote is kept
+    assert summary["indexed"] + summary["unchanged"] == FILES
+    store = EdgeStore(data / "qdrant", "tracks")
+    try:
+        target = store.alias_target()
+        assert target is not None
+        records = list(store.records(target))
+        tracks = store.retrieve(target, [r.id for r in records], with_vectors=True)
+    finally:
+        store.close()
+    paths = [f.path for r in records for f in r.files]
+    assert sorted(paths) == sorted(str(p) for p in music.iterdir())  # each file exactly once
+    assert len(records) == FILES
+    for t in tracks:  # whole points only
+        assert t.song is not None and t.clips is not None
+        assert len(t.clips) == t.payload["n_clips"] == len(t.payload["clip_times"])
+    settings = Settings(data_dir=data, _env_file=None)  # type: ignore[call-arg]
+    assert service.status(settings)["tracks"] == FILES

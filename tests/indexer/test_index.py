@@ -1,0 +1,222 @@
+"""End to end on generated fixtures: the embedded store, the real model, real decoders."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from collap_model.model import CoLLAP
+from indexer import service
+from indexer.decode import AudioDecoder
+from indexer.pipeline import IndexSummary
+from indexer.settings import Settings
+from indexer.store.base import point_id
+from indexer.store.edge import EdgeStore
+from tests.indexer.fixtures import corrupt_files, write_audio
+
+Index = Callable[..., IndexSummary]
+
+
+def catalog(root: Path) -> dict[str, Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    files = {
+        "mp3": write_audio(root / "rock" / "one.mp3", 14.0, seed=1, tags={"title": "One", "artist": "Ann"}),
+        "flac": write_audio(root / "rock" / "two.flac", 23.0, seed=2, rate=22_050, channels=1),
+        "opus": write_audio(root / "jazz" / "three.opus", 6.0, seed=3),
+        "m4a": write_audio(root / "jazz" / "four.m4a", 11.0, seed=4, rate=48_000),
+        "wav": write_audio(root / "five.wav", 9.0, seed=5, rate=8_000, channels=1),
+    }
+    return files
+
+
+def points(settings: Settings) -> dict[str, dict]:  # type: ignore[type-arg]
+    store = EdgeStore(settings.data_dir / "qdrant", settings.collection)
+    try:
+        target = store.alias_target()
+        assert target is not None
+        ids = [r.id for r in store.records(target)]
+        return {t.id: t.payload for t in store.retrieve(target, ids)}
+    finally:
+        store.close()
+
+
+def paths_of(pts: dict[str, dict]) -> list[str]:  # type: ignore[type-arg]
+    return sorted(f["path"] for p in pts.values() for f in p["files"])
+
+
+def test_index_then_nothing_to_do(tmp_path: Path, settings: Settings, index: Index) -> None:
+    files = catalog(tmp_path / "music")
+    first = index(settings, tmp_path / "music")
+    assert (first.indexed, first.failed, first.unchanged, first.removed) == (5, 0, 0, 0)
+    assert first.audio_seconds == pytest.approx(14 + 23 + 6 + 11 + 9, abs=0.5)
+    pts = points(settings)
+    assert len(pts) == 5
+    one = next(p for p in pts.values() if p["path"] == str(files["mp3"]))
+    assert (one["title"], one["artist"], one["codec"], one["channels"]) == ("One", "Ann", "mp3", 2)
+    assert one["clip_times"][0] == [0.0, 10.0] and one["clip_times"][-1][1] == pytest.approx(14.0, abs=0.1)
+    assert one["fingerprint"] == first.fingerprint and one["n_clips"] == len(one["clip_times"])
+    assert one["content_hash"] and one["indexed_at"] and one["size"] > 0
+    two = next(p for p in pts.values() if p["path"] == str(files["flac"]))
+    assert two["title"] == "two"  # no tag: the file name
+    second = index(settings, tmp_path / "music")
+    assert (second.indexed, second.unchanged, second.audio_seconds) == (0, 5, 0.0)
+    assert len(points(settings)) == 5
+
+
+def test_incremental_add_change_touch_delete_and_duplicates(tmp_path: Path, settings: Settings, index: Index) -> None:
+    music = tmp_path / "music"
+    files = catalog(music)
+    index(settings, music)
+    before = points(settings)
+    # add a file, change one, touch one (same bytes), delete one, copy one elsewhere
+    write_audio(music / "six.flac", 7.0, seed=6)
+    write_audio(files["flac"], 12.0, seed=22, rate=22_050, channels=1)
+    os.utime(files["opus"], ns=(1_000_000_000, 1_000_000_000))
+    files["wav"].unlink()
+    shutil.copy(files["mp3"], music / "copy-of-one.mp3")
+    run = index(settings, music)
+    assert (run.indexed, run.removed) == (2, 1)
+    assert run.unchanged == 4  # mp3, m4a, touched opus, and the copy (known content)
+    after = points(settings)
+    assert len(after) == 5
+    assert str(files["wav"]) not in paths_of(after)
+    mp3 = next(p for p in after.values() if p["path"] == str(files["mp3"]))
+    assert sorted(f["path"] for f in mp3["files"]) == sorted([str(files["mp3"]), str(music / "copy-of-one.mp3")])
+    old_flac = next(pid for pid, p in before.items() if p["path"] == str(files["flac"]))
+    assert old_flac not in after
+    # deleting one of two identical files keeps the track with the other path
+    files["mp3"].unlink()
+    run = index(settings, music)
+    assert (run.indexed, run.removed) == (0, 1)
+    mp3_after = points(settings)[point_id(mp3["content_hash"])]
+    assert [f["path"] for f in mp3_after["files"]] == [str(music / "copy-of-one.mp3")]
+
+
+def test_identical_new_files_are_embedded_once(tmp_path: Path, settings: Settings, index: Index) -> None:
+    a = write_audio(tmp_path / "m" / "a.flac", 8.0, seed=9)
+    shutil.copy(a, tmp_path / "m" / "b.flac")
+    run = index(settings, tmp_path / "m")
+    assert run.indexed == 2 and run.audio_seconds == pytest.approx(8.0, abs=0.1)
+    pts = points(settings)
+    assert len(pts) == 1
+    assert len(next(iter(pts.values()))["files"]) == 2
+
+
+def test_bad_files_are_recorded_and_retried_only_when_changed(tmp_path: Path, settings: Settings, index: Index) -> None:
+    music = tmp_path / "music"
+    write_audio(music / "good.mp3", 9.0, seed=1)
+    bad = corrupt_files(music / "bad")
+    run = index(settings, music)
+    assert (run.indexed, run.failed) == (1, len(bad))
+    assert len(points(settings)) == 1
+    failures = {Path(f.path).name: f.reason for f in service.list_failures(settings)}
+    assert set(failures) == {p.name for p in bad.values()}
+    assert all(failures.values())
+    again = index(settings, music)
+    assert (again.indexed, again.failed, again.skipped_failed) == (0, 0, len(bad))
+    os.utime(bad["text"], ns=(5_000_000_000, 5_000_000_000))  # touched, same bytes
+    assert index(settings, music).skipped_failed == len(bad)
+    write_audio(bad["truncated"], 5.0, seed=8)  # repaired
+    fixed = index(settings, music)
+    assert (fixed.indexed, fixed.skipped_failed) == (1, len(bad) - 1)
+    assert bad["truncated"].name not in {Path(f.path).name for f in service.list_failures(settings)}
+    bad["text"].unlink()
+    index(settings, music)
+    assert bad["text"].name not in {Path(f.path).name for f in service.list_failures(settings)}
+
+
+def test_stored_vectors_match_encode_audio(tmp_path: Path, settings: Settings, index: Index, model: CoLLAP) -> None:
+    path = write_audio(tmp_path / "m" / "x.flac", 27.0, seed=4, rate=16_000, channels=1)
+    index(settings, tmp_path / "m")
+    with AudioDecoder(str(path), 16_000) as dec:
+        wave = np.concatenate(list(dec.chunks()))
+    expected = model.encode_audio(torch.from_numpy(wave), 16_000)
+    store = EdgeStore(settings.data_dir / "qdrant", settings.collection)
+    try:
+        target = store.alias_target()
+        assert target
+        (track,) = store.retrieve(target, [r.id for r in store.records(target)], with_vectors=True)
+    finally:
+        store.close()
+    assert track.clips is not None and track.song is not None
+    assert torch.allclose(torch.tensor(track.clips), expected.clips, atol=1e-4)
+    assert torch.allclose(torch.tensor(track.song), expected.song, atol=1e-4)
+    assert track.payload["clip_times"] == expected.clip_times.tolist()
+
+
+def test_a_new_model_builds_a_new_collection_and_switches(tmp_path: Path, settings: Settings, index: Index) -> None:
+    from collap_model import load_model
+    from indexer.pipeline import ModelHandle
+
+    music = tmp_path / "music"
+    write_audio(music / "a.flac", 6.0, seed=1)
+    other = tmp_path / "other"
+    write_audio(other / "b.flac", 6.0, seed=2)
+    first = index(settings, music, other)
+    changed = load_model(device="cpu")
+    with torch.no_grad():
+        changed.song_pool.w_s.bias.add_(0.01)
+    run = service.index(settings, [music], model=ModelHandle(settings, loader=lambda: changed))
+    assert run.collection != first.collection and run.alias_switched
+    assert run.indexed == 2  # both catalogs of the old collection were rebuilt
+    status = service.status(settings)
+    assert status["collections"] == [run.collection]
+    assert status["tracks"] == 2 and status["fingerprint"] == changed.fingerprint
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "indexer.cli", *args], capture_output=True, text=True, timeout=300, env={**os.environ, **env}
+    )
+
+
+def test_cli_json_status_failures_and_errors(tmp_path: Path) -> None:
+    env = {"INDEXER_DATA_DIR": str(tmp_path / "data"), "INDEXER_DECODE_WORKERS": "1"}
+    write_audio(tmp_path / "m" / "a.mp3", 5.0, seed=1)
+    (tmp_path / "m" / "b.mp3").write_bytes(b"junk" * 10)
+    out = cli("index", str(tmp_path / "m"), "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    for key in ("indexed", "unchanged", "failed", "removed", "audio_seconds", "seconds"):
+        assert key in summary
+    assert (summary["indexed"], summary["failed"]) == (1, 1)
+    status = json.loads(cli("status", "--json", env=env).stdout)
+    assert (status["tracks"], status["failures"]) == (1, 1)
+    assert status["clips"] == 1 and status["fingerprint"].startswith("collap-mini-")
+    failures = json.loads(cli("failures", "--json", env=env).stdout)
+    assert [Path(f["path"]).name for f in failures] == ["b.mp3"] and failures[0]["reason"]
+    bad = cli("index", str(tmp_path / "missing"), env=env)
+    assert bad.returncode == 2 and bad.stderr.startswith("indexer: error: no such file")
+    assert bad.stderr.count("\n") == 1
+    conf = cli("status", env={**env, "INDEXER_DECODE_WORKERS": "0"})
+    assert conf.returncode == 2 and "INDEXER_DECODE_WORKERS" in conf.stderr and "Traceback" not in conf.stderr
+
+
+def test_status_while_another_process_owns_the_store(tmp_path: Path, settings: Settings) -> None:
+    from indexer.lock import DataDirLock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from indexer.lock import DataDirLock;"
+         "DataDirLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(60)",
+         str(settings.data_dir)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert DataDirLock(settings.data_dir).is_held_elsewhere()
+        info = service.status(settings)
+        assert info["live"] is True and str(holder.pid) in info["owner"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert service.status(settings)["live"] is False
