@@ -8,6 +8,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from collap_model.synth import cli as synth_cli
+
 log = logging.getLogger("collap")
 
 
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=_cmd_info)
+    synth_cli.add_parser(sub)
     return parser
 
 

@@ -117,11 +117,11 @@ class CoLLAP(nn.Module):
     def embed_clips(self, clips: Tensor, valid: Tensor) -> Tensor:
         """Clip waveforms (M, clip_samples) at the model's rate, valid lengths (M,) -> (M, D).
 
-        Runs in chunks of `clip_batch`; this is the streaming entry point (clips from many
-        songs may share one call).
+        Inference only (no autograd graph is kept). Runs in chunks of `clip_batch`; this is the
+        streaming entry point (clips from many songs may share one call).
         """
         out = []
-        with self._autocast():
+        with torch.inference_mode(), self._autocast():
             for i in range(0, clips.shape[0], self.config.clip_batch):
                 chunk = clips[i : i + self.config.clip_batch].to(self.device)
                 out.append(
@@ -138,7 +138,7 @@ class CoLLAP(nn.Module):
             times[None].to(self.device),
             torch.ones(1, clips.shape[0], dtype=torch.bool, device=self.device),
         )
-        with self._autocast():
+        with torch.inference_mode(), self._autocast():
             return self.song_pool(batch)[0].float()
 
     def encode_audio(self, waveform: Tensor | np.ndarray, sample_rate: int) -> AudioEmbedding:

@@ -29,6 +29,8 @@ from indexer.decode import AudioDecoder, DecodeError
 
 # seconds between checks that the parent process is still there
 _POLL = 1.0
+# workers that may die without holding a job before the pool gives up (each is restarted)
+_MAX_IDLE_DEATHS = 3
 
 
 @dataclass(frozen=True)
@@ -106,12 +108,15 @@ class DecoderPool:
         self.results: Any = self.ctx.Queue(maxsize=queue_messages)
         self.procs: list[Any] = []
         self.current: dict[int, int] = {}  # worker index -> job in hand
+        self.idle_deaths = 0  # workers that died holding no job (a broken start-up)
         for i in range(workers):
             self.procs.append(self._start(i))
 
     def _start(self, index: int) -> Any:
         proc = self.ctx.Process(
-            target=_worker, args=(index, os.getpid(), self.tasks, self.results, self.params), daemon=True
+            target=_worker,
+            args=(index, os.getpid(), self.tasks, self.results, self.params),
+            daemon=True,
         )
         proc.start()
         return proc
@@ -135,6 +140,13 @@ class DecoderPool:
         for i, proc in enumerate(self.procs):
             if not proc.is_alive():
                 job = self.current.pop(i, None)
+                if job is None:
+                    self.idle_deaths += 1
+                    if self.idle_deaths > _MAX_IDLE_DEATHS:
+                        raise RuntimeError(
+                            "decoder processes keep exiting before taking work "
+                            f"(exit code {proc.exitcode})"
+                        )
                 self.procs[i] = self._start(i)
                 if job is not None:
                     return ("failed", job, f"decoder process died (exit code {proc.exitcode})")

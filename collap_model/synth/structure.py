@@ -8,7 +8,7 @@ carries, so the timestamps in captions are where the rendered audio really chang
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 from collap_model.synth.midi import PPQ
@@ -23,6 +23,7 @@ from collap_model.synth.palette import (
 
 MIN_SECONDS = 20.0  # shorter songs cannot hold three sections of a bar or more
 MAX_SECONDS = 600.0
+_MAX_BARS = 64  # per section: enough for 12 sections of fast 3/4 to fill MAX_SECONDS
 
 
 class SynthError(ValueError):
@@ -342,13 +343,26 @@ def _draft_sections(
     home_meter: Meter,
     seed: int,
 ) -> list[_Draft]:
-    main = {role: rng.choice(progs) for role, progs in style.programs.items()}
-    alt = {role: rng.choice([p for p in progs if p != main[role]] or progs) for role, progs in style.programs.items()}
+    # one program per role, distinct across roles where the palette allows, so that a
+    # section never lists the same instrument twice; `alt` gives intros and bridges new colours
+    used: set[int] = set()
+    main: dict[Role, int] = {}
+    alt: dict[Role, int] = {}
+    for table in (main, alt):
+        for role, progs in style.programs.items():
+            free = [p for p in progs if p not in used] or [p for p in progs if p != main.get(role)]
+            table[role] = rng.choice(free or list(progs))
+            used.add(table[role])
     with_drums = rng.random() < style.drums
+    # a band keeps its grooves: every verse (and every chorus) of a song plays the same one
+    verse_groove = rng.choice(style.soft_grooves)
+    chorus_groove = rng.choice(style.grooves)
     choruses = form.count(SectionKind.CHORUS)
     # song-wide events, each drawn once so every song has a few, not all
     lift = rng.choice((1, 2)) if choruses >= 2 and rng.random() < 0.3 else 0
-    bridge_key = rng.choice((home_key.relative(), home_key.transpose(5))) if rng.random() < 0.35 else None
+    bridge_key = (
+        rng.choice((home_key.relative(), home_key.transpose(5))) if rng.random() < 0.35 else None
+    )
     bridge_tempo = rng.choice((0.75, 0.85, 1.15, 1.25)) if rng.random() < 0.25 else 1.0
     bridge_meter = rng.random() < 0.15
     accelerate = rng.randint(6, 16) if rng.random() < 0.4 else 0
@@ -399,7 +413,7 @@ def _draft_sections(
             if counts[kind] > 1 or rng.random() < 0.3:
                 parts.append(Part(Role.ARP, main[Role.ARP]))
             if with_drums and rng.random() < 0.8:
-                groove = rng.choice(style.soft_grooves)
+                groove = verse_groove
             level = rng.choice(("mp", "mf"))
             levels = (level, level)
         elif kind is SectionKind.CHORUS:
@@ -413,7 +427,7 @@ def _draft_sections(
             if rng.random() < 0.5:
                 parts.append(Part(Role.PAD, main[Role.PAD]))
             if with_drums:
-                groove = rng.choice(style.grooves)
+                groove = chorus_groove
             density = Density.DENSE
             final = chorus_seen == choruses
             if lift and final and chorus_seen > 1:
@@ -463,6 +477,7 @@ def _draft_sections(
             if accelerate:
                 t1 = tempo + accelerate
                 tempo = t1  # the sections that follow keep the faster tempo
+                accelerate = 0  # once per song: later build-ups hold the tempo
         else:  # outro
             keep = [p for p in (prev.parts if prev else ()) if p.role is not Role.DRUMS]
             parts = [p for p in keep if p.role in (Role.CHORDS, Role.PAD, Role.LEAD)] or [
@@ -477,6 +492,10 @@ def _draft_sections(
                 t1 = round(tempo * rng.uniform(0.75, 0.85))
         if last and kind is not SectionKind.OUTRO and ritardando and t0 == t1:
             t1 = round(t0 * 0.85)
+        unique: dict[int, Part] = {}
+        for part in parts:
+            unique.setdefault(part.program, part)  # a palette too small for distinct programs
+        parts = list(unique.values())
         if groove is not Groove.NONE:
             if meter.pulses == 3 or meter.compound:
                 # duple grooves do not fit triple meters; a waltz pattern does
@@ -508,7 +527,7 @@ def _fit(drafts: list[_Draft], target: float, rng: random.Random) -> tuple[Secti
     share = [target * w / sum(weights) for w in weights]
     for d, goal in zip(drafts, share, strict=True):
         bars = goal / d.meter.bar_seconds(round((d.tempo + d.tempo_end) / 2))
-        d.bars = min(32, max(2, 2 * round(bars / 2)))
+        d.bars = min(_MAX_BARS, max(2, 2 * round(bars / 2)))
 
     def total() -> float:
         return sum(d.seconds(d.bars) for d in drafts)
@@ -523,7 +542,7 @@ def _fit(drafts: list[_Draft], target: float, rng: random.Random) -> tuple[Secti
         fits = [
             i
             for i, d in enumerate(drafts)
-            if d.bars < 32 and now - d.seconds(d.bars) + d.seconds(d.bars + 1) <= target
+            if d.bars < _MAX_BARS and now - d.seconds(d.bars) + d.seconds(d.bars + 1) <= target
         ]
         if not fits:
             break
@@ -584,21 +603,3 @@ def section_dict(section: Section) -> dict[str, object]:
     if section.tempo_end != section.tempo:
         out["tempo_end"] = section.tempo_end
     return out
-
-
-__all__ = [
-    "LEVELS",
-    "Density",
-    "Key",
-    "Meter",
-    "Part",
-    "Section",
-    "SectionKind",
-    "Shape",
-    "SongPlan",
-    "SynthError",
-    "check_length",
-    "plan_song",
-    "replace",
-    "section_dict",
-]

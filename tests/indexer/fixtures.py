@@ -55,7 +55,9 @@ def write_audio(
         frame_size = stream.codec_context.frame_size or 1024
         for i in range(0, data.shape[1], frame_size):
             chunk = np.ascontiguousarray(data[:, i : i + frame_size])
-            frame = av.AudioFrame.from_ndarray(_as(chunk, sample_fmt), format=sample_fmt, layout=layout)
+            frame = av.AudioFrame.from_ndarray(
+                _as(chunk, sample_fmt), format=sample_fmt, layout=layout
+            )
             frame.sample_rate = rate
             for packet in stream.encode(frame):
                 out.mux(packet)
@@ -78,6 +80,7 @@ def _as(chunk: np.ndarray, sample_fmt: str) -> np.ndarray:
 
 def write_long_wav(path: Path, seconds: float, rate: int = 16_000) -> Path:
     """A long mono 16-bit WAV written in chunks (fast, constant memory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -95,11 +98,19 @@ def corrupt_files(folder: Path) -> dict[str, Path]:
     empty.write_bytes(b"")
     text = folder / "notes.flac"
     text.write_text("this is a text file, not audio\n" * 50)
-    silent = write_audio(folder / "silence.wav", 8.0, samples=np.zeros(8 * 44_100, dtype=np.float32))
+    silent = write_audio(
+        folder / "silence.wav", 8.0, samples=np.zeros(8 * 44_100, dtype=np.float32)
+    )
     full = write_audio(folder / "full.flac", 30.0, seed=3)
     truncated = folder / "truncated.flac"
     truncated.write_bytes(full.read_bytes()[: full.stat().st_size // 3])
     full.unlink()
     garbage = folder / "garbage.wav"
     garbage.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 40)
-    return {"empty": empty, "text": text, "silent": silent, "truncated": truncated, "garbage": garbage}
+    return {
+        "empty": empty,
+        "text": text,
+        "silent": silent,
+        "truncated": truncated,
+        "garbage": garbage,
+    }

@@ -23,9 +23,16 @@ def test_sigkill_mid_run_then_rerun_indexes_everything_once(tmp_path: Path) -> N
     for i in range(FILES):
         write_audio(music / f"{i:02d}.flac", 25.0, seed=i, rate=16_000, channels=1)
     data = tmp_path / "data"
-    env = {**os.environ, "INDEXER_DATA_DIR": str(data), "INDEXER_UPSERT_BATCH": "1", "INDEXER_DECODE_WORKERS": "1"}
+    env = {
+        **os.environ,
+        "INDEXER_DATA_DIR": str(data),
+        "INDEXER_UPSERT_BATCH": "1",
+        "INDEXER_DECODE_WORKERS": "1",
+    }
     cmd = [sys.executable, "-m", "indexer.cli", "index", str(music), "--json"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     deadline = time.monotonic() + 240
     done = 0
     while time.monotonic() < deadline and proc.poll() is None:

@@ -8,7 +8,14 @@ from indexer.decode import AudioDecoder, DecodeError
 from indexer.decoders import DecodeParams, decode_job
 from tests.indexer.fixtures import corrupt_files, write_audio
 
-TAGS = {"title": "Morning", "artist": "Ann Lee", "album": "Days", "genre": "Folk", "date": "1999-02-01", "track": "3/12"}
+TAGS = {
+    "title": "Morning",
+    "artist": "Ann Lee",
+    "album": "Days",
+    "genre": "Folk",
+    "date": "1999-02-01",
+    "track": "3/12",
+}
 
 
 @pytest.mark.parametrize(
@@ -22,7 +29,9 @@ TAGS = {"title": "Morning", "artist": "Ann Lee", "album": "Days", "genre": "Folk
         ("f.wav", 8_000, 1, "pcm_s16le"),
     ],
 )
-def test_formats_decode_to_mono_at_the_model_rate(tmp_path: Path, name: str, rate: int, channels: int, codec: str) -> None:
+def test_formats_decode_to_mono_at_the_model_rate(
+    tmp_path: Path, name: str, rate: int, channels: int, codec: str
+) -> None:
     path = write_audio(tmp_path / name, 12.0, seed=1, rate=rate, channels=channels, tags=TAGS)
     with AudioDecoder(str(path), 16_000) as dec:
         chunks = list(dec.chunks())
@@ -40,7 +49,9 @@ def test_formats_decode_to_mono_at_the_model_rate(tmp_path: Path, name: str, rat
 
 def test_bad_files_raise_with_a_reason(tmp_path: Path) -> None:
     bad = corrupt_files(tmp_path)
-    params = DecodeParams(rate=16_000, clip=160_000, hop=80_000, clips_per_message=8, silence_peak=1e-3)
+    params = DecodeParams(
+        rate=16_000, clip=160_000, hop=80_000, clips_per_message=8, silence_peak=1e-3
+    )
     reasons = {}
     for name, path in bad.items():
         with pytest.raises(DecodeError) as err:
@@ -55,7 +66,9 @@ def test_bad_files_raise_with_a_reason(tmp_path: Path) -> None:
 
 def test_decode_job_streams_all_clips_then_done(tmp_path: Path) -> None:
     path = write_audio(tmp_path / "x.flac", 37.0, seed=2, rate=16_000, channels=1)
-    params = DecodeParams(rate=16_000, clip=160_000, hop=80_000, clips_per_message=3, silence_peak=1e-3)
+    params = DecodeParams(
+        rate=16_000, clip=160_000, hop=80_000, clips_per_message=3, silence_peak=1e-3
+    )
     sent: list[tuple] = []  # type: ignore[type-arg]
     decode_job(5, str(path), params, sent.append)
     kinds = [m[0] for m in sent]

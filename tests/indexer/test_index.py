@@ -29,7 +29,9 @@ Index = Callable[..., IndexSummary]
 def catalog(root: Path) -> dict[str, Path]:
     root.mkdir(parents=True, exist_ok=True)
     files = {
-        "mp3": write_audio(root / "rock" / "one.mp3", 14.0, seed=1, tags={"title": "One", "artist": "Ann"}),
+        "mp3": write_audio(
+            root / "rock" / "one.mp3", 14.0, seed=1, tags={"title": "One", "artist": "Ann"}
+        ),
         "flac": write_audio(root / "rock" / "two.flac", 23.0, seed=2, rate=22_050, channels=1),
         "opus": write_audio(root / "jazz" / "three.opus", 6.0, seed=3),
         "m4a": write_audio(root / "jazz" / "four.m4a", 11.0, seed=4, rate=48_000),
@@ -62,7 +64,9 @@ def test_index_then_nothing_to_do(tmp_path: Path, settings: Settings, index: Ind
     assert len(pts) == 5
     one = next(p for p in pts.values() if p["path"] == str(files["mp3"]))
     assert (one["title"], one["artist"], one["codec"], one["channels"]) == ("One", "Ann", "mp3", 2)
-    assert one["clip_times"][0] == [0.0, 10.0] and one["clip_times"][-1][1] == pytest.approx(14.0, abs=0.1)
+    assert one["clip_times"][0] == [0.0, 10.0] and one["clip_times"][-1][1] == pytest.approx(
+        14.0, abs=0.1
+    )
     assert one["fingerprint"] == first.fingerprint and one["n_clips"] == len(one["clip_times"])
     assert one["content_hash"] and one["indexed_at"] and one["size"] > 0
     two = next(p for p in pts.values() if p["path"] == str(files["flac"]))
@@ -72,7 +76,9 @@ def test_index_then_nothing_to_do(tmp_path: Path, settings: Settings, index: Ind
     assert len(points(settings)) == 5
 
 
-def test_incremental_add_change_touch_delete_and_duplicates(tmp_path: Path, settings: Settings, index: Index) -> None:
+def test_incremental_add_change_touch_delete_and_duplicates(
+    tmp_path: Path, settings: Settings, index: Index
+) -> None:
     music = tmp_path / "music"
     files = catalog(music)
     index(settings, music)
@@ -90,7 +96,9 @@ def test_incremental_add_change_touch_delete_and_duplicates(tmp_path: Path, sett
     assert len(after) == 5
     assert str(files["wav"]) not in paths_of(after)
     mp3 = next(p for p in after.values() if p["path"] == str(files["mp3"]))
-    assert sorted(f["path"] for f in mp3["files"]) == sorted([str(files["mp3"]), str(music / "copy-of-one.mp3")])
+    assert sorted(f["path"] for f in mp3["files"]) == sorted(
+        [str(files["mp3"]), str(music / "copy-of-one.mp3")]
+    )
     old_flac = next(pid for pid, p in before.items() if p["path"] == str(files["flac"]))
     assert old_flac not in after
     # deleting one of two identical files keeps the track with the other path
@@ -101,7 +109,9 @@ def test_incremental_add_change_touch_delete_and_duplicates(tmp_path: Path, sett
     assert [f["path"] for f in mp3_after["files"]] == [str(music / "copy-of-one.mp3")]
 
 
-def test_identical_new_files_are_embedded_once(tmp_path: Path, settings: Settings, index: Index) -> None:
+def test_identical_new_files_are_embedded_once(
+    tmp_path: Path, settings: Settings, index: Index
+) -> None:
     a = write_audio(tmp_path / "m" / "a.flac", 8.0, seed=9)
     shutil.copy(a, tmp_path / "m" / "b.flac")
     run = index(settings, tmp_path / "m")
@@ -111,7 +121,9 @@ def test_identical_new_files_are_embedded_once(tmp_path: Path, settings: Setting
     assert len(next(iter(pts.values()))["files"]) == 2
 
 
-def test_bad_files_are_recorded_and_retried_only_when_changed(tmp_path: Path, settings: Settings, index: Index) -> None:
+def test_bad_files_are_recorded_and_retried_only_when_changed(
+    tmp_path: Path, settings: Settings, index: Index
+) -> None:
     music = tmp_path / "music"
     write_audio(music / "good.mp3", 9.0, seed=1)
     bad = corrupt_files(music / "bad")
@@ -134,7 +146,9 @@ def test_bad_files_are_recorded_and_retried_only_when_changed(tmp_path: Path, se
     assert bad["text"].name not in {Path(f.path).name for f in service.list_failures(settings)}
 
 
-def test_stored_vectors_match_encode_audio(tmp_path: Path, settings: Settings, index: Index, model: CoLLAP) -> None:
+def test_stored_vectors_match_encode_audio(
+    tmp_path: Path, settings: Settings, index: Index, model: CoLLAP
+) -> None:
     path = write_audio(tmp_path / "m" / "x.flac", 27.0, seed=4, rate=16_000, channels=1)
     index(settings, tmp_path / "m")
     with AudioDecoder(str(path), 16_000) as dec:
@@ -153,7 +167,9 @@ def test_stored_vectors_match_encode_audio(tmp_path: Path, settings: Settings, i
     assert track.payload["clip_times"] == expected.clip_times.tolist()
 
 
-def test_a_new_model_builds_a_new_collection_and_switches(tmp_path: Path, settings: Settings, index: Index) -> None:
+def test_a_new_model_builds_a_new_collection_and_switches(
+    tmp_path: Path, settings: Settings, index: Index
+) -> None:
     from collap_model import load_model
     from indexer.pipeline import ModelHandle
 
@@ -175,7 +191,11 @@ def test_a_new_model_builds_a_new_collection_and_switches(tmp_path: Path, settin
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "indexer.cli", *args], capture_output=True, text=True, timeout=300, env={**os.environ, **env}
+        [sys.executable, "-m", "indexer.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
     )
 
 
@@ -198,7 +218,11 @@ def test_cli_json_status_failures_and_errors(tmp_path: Path) -> None:
     assert bad.returncode == 2 and bad.stderr.startswith("indexer: error: no such file")
     assert bad.stderr.count("\n") == 1
     conf = cli("status", env={**env, "INDEXER_DECODE_WORKERS": "0"})
-    assert conf.returncode == 2 and "INDEXER_DECODE_WORKERS" in conf.stderr and "Traceback" not in conf.stderr
+    assert (
+        conf.returncode == 2
+        and "INDEXER_DECODE_WORKERS" in conf.stderr
+        and "Traceback" not in conf.stderr
+    )
 
 
 def test_status_while_another_process_owns_the_store(tmp_path: Path, settings: Settings) -> None:

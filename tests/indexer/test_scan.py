@@ -12,10 +12,19 @@ from indexer.settings import AUDIO_EXTENSIONS
 def test_scan_finds_audio_skips_hidden_and_survives_symlink_loops(tmp_path: Path) -> None:
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / ".hidden").mkdir()
-    for rel in ("a/one.mp3", "a/b/two.FLAC", "a/notes.txt", ".hidden/three.mp3", "a/.four.mp3", "five.ogg"):
+    for rel in (
+        "a/one.mp3",
+        "a/b/two.FLAC",
+        "a/notes.txt",
+        ".hidden/three.mp3",
+        "a/.four.mp3",
+        "five.ogg",
+    ):
         (tmp_path / rel).write_bytes(b"x")
     os.symlink(tmp_path / "a", tmp_path / "a" / "b" / "loop")  # a/b/loop -> a: a cycle
-    found = sorted(Path(f.path).relative_to(tmp_path).as_posix() for f in scan([tmp_path], AUDIO_EXTENSIONS))
+    found = sorted(
+        Path(f.path).relative_to(tmp_path).as_posix() for f in scan([tmp_path], AUDIO_EXTENSIONS)
+    )
     assert found == ["a/b/two.FLAC", "a/one.mp3", "five.ogg"]
     entry = next(scan([tmp_path / "five.ogg"], AUDIO_EXTENSIONS))
     assert entry.size == 1 and entry.mtime_ns > 0

@@ -1,0 +1,387 @@
+"""Text for a song plan: a long caption narrating its sections with timestamps, and short queries.
+
+Everything said is read off the plan, so it is true of the rendered audio; every timestamp
+(m:ss) is a section start. The wording comes from a phrasebook (phrases.py): TRAIN for
+training data, HELDOUT (disjoint templates and synonyms) for evaluation only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from collap_model.synth.palette import DRUM_KIT, Groove, Role
+from collap_model.synth.phrases import PHRASEBOOKS, Phrasebook
+from collap_model.synth.structure import (
+    Key,
+    Section,
+    SectionKind,
+    Shape,
+    SongPlan,
+    SynthError,
+)
+
+CAPTION_WORDS = (150, 400)  # inclusive bounds on the long caption's length
+QUERY_WORDS = (5, 15)  # inclusive bounds on each query's length
+QUERIES = 5
+
+_NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+_ROMAN = ("i", "ii", "iii", "iv", "v", "vi", "vii")
+# chord qualities on each scale degree (True: major); the minor dominant is raised to major
+_MAJOR_QUALITY = (True, False, False, True, True, False, False)
+_MINOR_QUALITY = (False, False, True, False, True, True, True)
+
+
+@dataclass(frozen=True)
+class SongText:
+    caption: str
+    queries: list[str]
+
+
+def clock(seconds: float) -> str:
+    """m:ss, rounded to the nearest second (how captions write a section start)."""
+    total = int(seconds + 0.5)
+    return f"{total // 60}:{total % 60:02d}"
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def describe(plan: SongPlan, phrasing: str = "train", queries: int = QUERIES) -> SongText:
+    """The caption and `queries` short queries of `plan`, worded from the named phrasebook.
+
+    Deterministic: the wording is drawn from `random.Random` seeded by the song seed and the
+    phrasebook's name.
+    """
+    book = PHRASEBOOKS.get(phrasing)
+    if book is None:
+        raise SynthError(f"unknown phrasing {phrasing!r}; use one of {', '.join(PHRASEBOOKS)}")
+    rng = random.Random(f"{plan.seed}:{book.name}:text")
+    text = _Writer(plan, book, rng)
+    return SongText(text.caption(), text.queries(queries))
+
+
+def _article(phrase: str) -> str:
+    return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _roman(key: Key, progression: Sequence[int]) -> str:
+    quality = _MAJOR_QUALITY if key.mode == "major" else _MINOR_QUALITY
+    return "-".join(_ROMAN[d % 7].upper() if quality[d % 7] else _ROMAN[d % 7] for d in progression)
+
+
+def _length_words(seconds: float) -> str:
+    halves = max(1, round(seconds / 30))
+    whole, half = divmod(halves, 2)
+    if whole == 0:
+        return "half a minute"
+    if whole == 1:
+        return "a minute and a half" if half else "a minute"
+    name = _NUMBERS[whole] if whole < len(_NUMBERS) else str(whole)
+    return f"{name} and a half minutes" if half else f"{name} minutes"
+
+
+class _Writer:
+    def __init__(self, plan: SongPlan, book: Phrasebook, rng: random.Random) -> None:
+        self.plan = plan
+        self.book = book
+        self.rng = rng
+        names = sorted({p.name for s in plan.sections for p in s.parts})
+        # one name per instrument for the whole text, so a caption never renames one midway
+        self.alias = {n: rng.choice(book.aliases.get(n, (n,))) for n in names}
+        self.section_word = {k: rng.choice(v) for k, v in book.sections.items()}
+        self.style = rng.choice(book.styles[plan.style])
+        self.mood = rng.choice(book.moods[plan.key.mode])
+        bins = (75, 100, 125)
+        self.pace = rng.choice(book.paces[sum(plan.tempo >= b for b in bins)])
+        ranked = sorted(names, key=lambda n: (-sum(n in s.instruments for s in plan.sections), n))
+        self.palette = [self.alias[n] for n in ranked]  # most present first
+        # pitched instruments: "a jazz tune featuring drums" says little about its sound
+        self.main = [self.alias[n] for n in ranked if n != DRUM_KIT]
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def pick(self, options: Sequence[str], **fields: object) -> str:
+        return self.rng.choice(options).format(**fields)
+
+    def join(self, names: Sequence[str]) -> str:
+        return self._plain_join([self.alias.get(n, n) for n in names])
+
+    def level(self, marking: str) -> str:
+        return self.rng.choice(self.book.levels[marking])
+
+    def section_name(self, section: Section) -> str:
+        word = self.section_word[section.kind]
+        if section.number > 1 and section.kind in (SectionKind.VERSE, SectionKind.CHORUS):
+            ordinal = self.book.ordinals[min(section.number, len(self.book.ordinals) + 1) - 2]
+            return f"{ordinal} {word}"
+        return word
+
+    def common(self) -> dict[str, object]:
+        mood = self.mood
+        return {
+            "a_mood": _article(mood),
+            "mood": mood,
+            "pace": self.pace,
+            "style": self.style,
+            "key": self.plan.key.name,
+            "tempo": self.plan.tempo,
+            "meter": str(self.plan.meter),
+            "length": self.pick(self.book.lengths, words=_length_words(self.plan.duration)),
+        }
+
+    # -- caption --------------------------------------------------------------------------
+
+    def caption(self) -> str:
+        """Core sentences (overview, one narration per section, ending) always; optional
+        detail sentences are added in a random order up to a random target length."""
+        book = self.book
+        sections = self.plan.sections
+        core: list[list[str]] = [[_sentence(self.pick(book.overview, **self.common()))]]
+        extras: list[tuple[int, str]] = []
+        form = [self.section_word[s.kind] for s in sections]
+        extras.append((0, self.pick(book.structure, form=self._plain_join(form))))
+        extras.append((0, self.pick(book.palette, all_parts=self._plain_join(self.palette))))
+        # many sections: shorter narrations so the core leaves room for a few details
+        terse = len(sections) > 8
+        for i, section in enumerate(sections):
+            prev = sections[i - 1] if i else None
+            core.append(self.narrate(section, prev, terse))
+            extras += [(i + 1, text) for text in self.details(section, prev)]
+        last = sections[-1]
+        if last.shape is Shape.FADE:
+            core.append([self.pick(book.ending_fade)])
+        else:
+            core.append([self.pick(book.ending_chord, tonic=last.key.name)])
+
+        low, high = CAPTION_WORDS
+        total = sum(words(s) for group in core for s in group)
+        if total > high:
+            raise SynthError(f"song {self.plan.seed}: caption core has {total} words (> {high})")
+        target = self.rng.randint(low + 20, min(high - 30, max(low + 40, total + 120)))
+        self.rng.shuffle(extras)
+        chosen: list[tuple[int, str]] = []
+        for slot, text in extras:
+            n = words(text)
+            if total >= target or total + n > high:
+                continue
+            chosen.append((slot, text))
+            total += n
+        if total < low:
+            raise SynthError(f"song {self.plan.seed}: caption has only {total} words (< {low})")
+        for slot, text in chosen:
+            # each detail goes after its section's core sentences (first detail first)
+            core[slot].append(text)
+        return " ".join(s for group in core for s in group)
+
+    def _plain_join(self, items: Sequence[str]) -> str:
+        if len(items) <= 2:
+            return " and ".join(items)
+        return ", ".join(items[:-1]) + self.book.and_ + items[-1]
+
+    def narrate(self, s: Section, prev: Section | None, terse: bool = False) -> list[str]:
+        book = self.book
+        level_phrase = self.pick(book.level_phrase, level=self.level(s.levels[0]))
+        names = [n for n in s.instruments if n != DRUM_KIT]
+        out: list[str] = []
+        if prev is None:
+            parts = self.join(s.instruments)
+            out.append(
+                _sentence(
+                    self.pick(
+                        book.opening,
+                        section=self.section_name(s),
+                        parts=parts,
+                        level_phrase=level_phrase,
+                    )
+                )
+            )
+        else:
+            before = [n for n in prev.instruments if n != DRUM_KIT]
+            entering = [n for n in names if n not in before]
+            leaving = [n for n in before if n not in names]
+            if len(entering) + len(leaving) > max(2, len(names)) or not before:
+                texture = self.pick(book.texture_all, parts=self.join(names))
+            elif entering or leaving:
+                bits = []
+                if entering:
+                    bits.append(self.pick(book.texture_enter, entering=self.join(entering)))
+                if leaving:
+                    bits.append(self.pick(book.texture_leave, leaving=self.join(leaving)))
+                texture = " and ".join(bits)
+            else:
+                texture = self.pick(book.texture_same)
+            out.append(
+                _sentence(
+                    self.pick(
+                        book.head_short if terse else book.head,
+                        t=clock(s.start),
+                        section=self.section_name(s),
+                        texture=texture,
+                        level_phrase=level_phrase,
+                    )
+                )
+            )
+        if prev is None and s.tempo != self.plan.tempo:
+            out.append(self.pick(book.opening_slow, tempo=s.tempo))
+        was_drums = prev is not None and prev.has_drums
+        if s.has_drums and not was_drums:
+            out.append(self.pick(book.drums_in, groove=self.groove(s.groove)))
+        elif was_drums and not s.has_drums:
+            out.append(self.pick(book.drums_out))
+        elif prev is not None and s.has_drums and s.groove is not prev.groove and not terse:
+            out.append(self.pick(book.groove_change, groove=self.groove(s.groove)))
+        if prev is not None and s.tempo != prev.tempo_end:
+            options = book.tempo_up if s.tempo > prev.tempo_end else book.tempo_down
+            out.append(self.pick(options, tempo=s.tempo))
+        if s.tempo_end != s.tempo:
+            options = book.accelerando if s.tempo_end > s.tempo else book.ritardando
+            out.append(self.pick(options, tempo=s.tempo, tempo_end=s.tempo_end))
+        if prev is not None and s.key != prev.key:
+            out.append(self.pick(book.key_change, key=s.key.name))
+        if prev is not None and s.meter != prev.meter:
+            out.append(self.pick(book.meter_change, meter=str(s.meter)))
+        l0, l1 = (self.level(x) for x in s.levels)
+        match s.shape:
+            case Shape.CRESCENDO:
+                out.append(self.pick(book.crescendo, level0=l0, level1=l1))
+            case Shape.DECRESCENDO:
+                out.append(self.pick(book.decrescendo, level0=l0, level1=l1))
+            case Shape.DROP:
+                out.append(self.pick(book.drop))
+            case Shape.FADE:
+                out.append(self.pick(book.fade))
+            case Shape.STEADY:
+                pass
+        return [_sentence(x) for x in out]
+
+    def details(self, s: Section, prev: Section | None) -> list[str]:
+        book = self.book
+        roles = {
+            Role.LEAD: book.role_lead,
+            Role.BASS: book.role_bass,
+            Role.ARP: book.role_arp,
+            Role.PAD: book.role_pad,
+            Role.COUNTER: book.role_counter,
+            Role.CHORDS: book.role_chords,
+        }
+        out = [
+            self.pick(roles[p.role], inst=self.alias[p.name]) for p in s.parts if p.role in roles
+        ]
+        out.append(self.pick(book.harmony, roman=_roman(s.key, s.progression)))
+        out.append(self.pick(book.density[s.density]))
+        if s.has_drums and prev is not None and prev.groove is s.groove:
+            out.append(self.pick(book.groove_keep, groove=self.groove(s.groove)))
+        if s.number > 1 and s.kind in (SectionKind.VERSE, SectionKind.CHORUS):
+            out.append(self.pick(book.reprise, section=self.section_word[s.kind]))
+        return [_sentence(x) for x in out]
+
+    def groove(self, groove: Groove) -> str:
+        return self.rng.choice(self.book.grooves[groove])
+
+    # -- queries --------------------------------------------------------------------------
+
+    def at(self, seconds: float) -> str:
+        if self.rng.random() < 0.6:
+            return self.pick(self.book.clock, t=clock(seconds))
+        third = min(2, int(3 * seconds / self.plan.duration))
+        return self.rng.choice(self.book.when[third])
+
+    def facts(self) -> list[tuple[str, tuple[str, ...], dict[str, object]]]:
+        """(kind, templates, fields) for every statement a query could make about the song."""
+        book = self.book
+        plan = self.plan
+        sections = plan.sections
+        common = self.common()
+        inst = [*self.main, *self.main][:2] if self.main else ["", ""]
+        out: list[tuple[str, tuple[str, ...], dict[str, object]]] = [
+            ("overall", book.q_overall, {**common, "inst1": inst[0], "inst2": inst[1]})
+        ]
+        first = sections[0]
+        out.append(
+            (
+                "opening",
+                book.q_opening,
+                {
+                    "parts": self.join(first.instruments[:2]),
+                    "section": self.section_word[first.kind],
+                    "level": self.level(first.levels[0]),
+                },
+            )
+        )
+        events: list[tuple[str, tuple[str, ...], dict[str, object]]] = []
+        entries: list[tuple[str, tuple[str, ...], dict[str, object]]] = []
+        moments: list[tuple[str, tuple[str, ...], dict[str, object]]] = []
+        for prev, s in itertools.pairwise(sections):
+            new = [n for n in s.instruments if n not in prev.instruments]
+            for name in new:
+                entries.append(
+                    ("entry", book.q_entry, {"inst": self.alias[name], "at": self.at(s.start)})
+                )
+            moments.append(
+                (
+                    "section",
+                    book.q_section,
+                    {
+                        "section": self.section_word[s.kind],
+                        "parts": self.join(s.instruments[:2]),
+                        "level": self.level(s.levels[0]),
+                        "at": self.at(s.start),
+                    },
+                )
+            )
+            if s.tempo != prev.tempo_end:
+                options = book.q_tempo_up if s.tempo > prev.tempo_end else book.q_tempo_down
+                events.append(("tempo", options, {"tempo": s.tempo, "at": self.at(s.start)}))
+            if s.key != prev.key:
+                events.append(("key", book.q_key, {"key": s.key.name, "at": self.at(s.start)}))
+            if s.meter != prev.meter:
+                events.append(
+                    ("meter", book.q_meter, {"meter": str(s.meter), "at": self.at(s.start)})
+                )
+            if s.shape is Shape.DROP:
+                events.append(("drop", book.q_drop, {"at": self.at(s.start)}))
+        for s in sections:
+            if s.shape is Shape.CRESCENDO:
+                l0, l1 = (self.level(x) for x in s.levels)
+                events.append(
+                    ("build", book.q_build, {"at": self.at(s.start), "level0": l0, "level1": l1})
+                )
+        last = sections[-1]
+        if last.shape is Shape.FADE:
+            events.append(("ending", book.q_fade, {}))
+        else:
+            moments.append(("ending", book.q_chord_end, {"tonic": last.key.name}))
+        if not any(s.has_drums for s in sections):
+            events.append(
+                ("drums", book.q_no_drums, {**common, "inst1": inst[0], "inst2": inst[1]})
+            )
+        self.rng.shuffle(events)
+        self.rng.shuffle(entries)
+        self.rng.shuffle(moments)
+        # changes first (they are what the model must learn to place), then one instrument
+        # entry, then section moments, then everything left
+        ordered = events[:2] + entries[:1] + moments[:1] + events[2:] + entries[1:] + moments[1:]
+        return out + ordered
+
+    def queries(self, count: int) -> list[str]:
+        out: list[str] = []
+        for _kind, templates, fields in self.facts():
+            if len(out) == count:
+                break
+            options = list(templates)
+            self.rng.shuffle(options)
+            for template in options:
+                text = " ".join(template.format(**fields).split())
+                low, high = QUERY_WORDS
+                if low <= words(text) <= high and text not in out:
+                    out.append(text)
+                    break
+        return out

@@ -1,0 +1,431 @@
+"""Two disjoint phrasebooks for captions and queries: TRAIN and HELDOUT.
+
+Held-out evaluation measures whether a model understands what happens in the music rather
+than the generator's wording, so HELDOUT shares no template with TRAIN and uses its own words
+for styles, moods, tempo feel, loudness, section names and grooves. Instrument names are facts
+and may coincide (both books can say "piano"); their alternative names differ.
+
+Templates are `str.format` strings; a template may use any subset of the fields its slot gets
+(see captions.py). Sentence templates avoid subject-verb agreement with instrument names
+(which may be singular or plural) by using passive voice or "with ..." phrases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from collap_model.synth.palette import Groove
+from collap_model.synth.structure import Density, SectionKind
+
+
+@dataclass(frozen=True)
+class Phrasebook:
+    name: str
+    and_: str  # the last separator of a list of three or more: " and " or ", and "
+    styles: dict[str, tuple[str, ...]]  # style -> noun phrases
+    moods: dict[str, tuple[str, ...]]  # "major"/"minor" -> adjectives
+    paces: tuple[tuple[str, ...], ...]  # slow, moderate, quick, fast -> adjectives
+    sections: dict[SectionKind, tuple[str, ...]]  # section nouns
+    ordinals: tuple[str, ...]  # "second", ... for returning sections (index 0 = second)
+    levels: dict[str, tuple[str, ...]]  # dynamic marking -> adjective
+    level_phrase: tuple[str, ...]  # {level}
+    grooves: dict[Groove, tuple[str, ...]]  # drum pattern -> noun phrase with article
+    aliases: dict[str, tuple[str, ...]]  # canonical instrument name -> names used in text
+    lengths: tuple[str, ...]  # {length}: "about {words}"
+    # caption sentences
+    overview: tuple[str, ...]  # {a_mood} {mood} {pace} {style} {key} {tempo} {meter} {length}
+    opening: tuple[str, ...]  # {section} {parts} {level_phrase}
+    opening_slow: tuple[str, ...]  # {tempo}: the first section is slower than the song
+    head: tuple[str, ...]  # {t} {section} {texture} {level_phrase}
+    head_short: tuple[str, ...]  # {t} {section} {texture}: for songs with many sections
+    texture_all: tuple[str, ...]  # {parts}
+    texture_enter: tuple[str, ...]  # {entering}
+    texture_leave: tuple[str, ...]  # {leaving}
+    texture_same: tuple[str, ...]
+    drums_in: tuple[str, ...]  # {groove}
+    drums_out: tuple[str, ...]
+    groove_change: tuple[str, ...]  # {groove}
+    tempo_up: tuple[str, ...]  # {tempo}
+    tempo_down: tuple[str, ...]  # {tempo}
+    accelerando: tuple[str, ...]  # {tempo} {tempo_end}
+    ritardando: tuple[str, ...]  # {tempo} {tempo_end}
+    key_change: tuple[str, ...]  # {key}
+    meter_change: tuple[str, ...]  # {meter}
+    crescendo: tuple[str, ...]  # {level0} {level1}
+    decrescendo: tuple[str, ...]  # {level0} {level1}
+    drop: tuple[str, ...]
+    fade: tuple[str, ...]
+    # optional detail sentences ({inst} is the instrument of that role)
+    role_lead: tuple[str, ...]
+    role_bass: tuple[str, ...]
+    role_arp: tuple[str, ...]
+    role_pad: tuple[str, ...]
+    role_counter: tuple[str, ...]
+    role_chords: tuple[str, ...]
+    harmony: tuple[str, ...]  # {roman}
+    density: dict[Density, tuple[str, ...]]
+    groove_keep: tuple[str, ...]  # {groove}
+    reprise: tuple[str, ...]  # {section}
+    structure: tuple[str, ...]  # {form}
+    palette: tuple[str, ...]  # {all_parts}
+    ending_fade: tuple[str, ...]
+    ending_chord: tuple[str, ...]  # {tonic}
+    # queries: {at} is a time phrase built from `clock` or `when`
+    clock: tuple[str, ...]  # {t}
+    when: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]  # early, middle, late
+    q_overall: tuple[str, ...]  # {a_mood} {mood} {pace} {style} {key} {tempo} {inst1} {inst2}
+    q_opening: tuple[str, ...]  # {parts} {section} {level}
+    q_entry: tuple[str, ...]  # {inst} {at}
+    q_section: tuple[str, ...]  # {section} {parts} {level} {at}
+    q_tempo_up: tuple[str, ...]  # {tempo} {at}
+    q_tempo_down: tuple[str, ...]  # {tempo} {at}
+    q_key: tuple[str, ...]  # {key} {at}
+    q_meter: tuple[str, ...]  # {meter} {at}
+    q_drop: tuple[str, ...]  # {at}
+    q_build: tuple[str, ...]  # {at} {level0} {level1}
+    q_fade: tuple[str, ...]
+    q_chord_end: tuple[str, ...]  # {tonic}
+    q_no_drums: tuple[str, ...]  # {style} {inst1} {inst2}
+
+    def templates(self) -> set[str]:
+        """Every sentence, query and word choice of the book (for the disjointness test);
+        ordinals are plain counting words both books need."""
+        out: set[str] = set()
+        for name, value in vars(self).items():
+            if name == "ordinals" or not isinstance(value, tuple):
+                continue
+            for item in value:
+                out.update(item if isinstance(item, tuple) else (item,))
+        for table in (self.density,):
+            for texts in table.values():
+                out.update(texts)
+        return out
+
+
+TRAIN = Phrasebook(
+    name="train",
+    and_=" and ",
+    styles={
+        "pop": ("pop song", "pop track"),
+        "rock": ("rock song", "rock track"),
+        "electronic": ("electronic track", "dance track"),
+        "orchestral": ("orchestral piece", "orchestral track"),
+        "jazz": ("jazz tune", "jazz piece"),
+        "folk": ("folk song", "acoustic song"),
+        "ambient": ("ambient piece", "ambient track"),
+    },
+    moods={"major": ("bright", "uplifting", "cheerful"), "minor": ("melancholic", "dark", "moody")},
+    paces=(("slow",), ("mid-tempo",), ("upbeat",), ("fast", "energetic")),
+    sections={
+        SectionKind.INTRO: ("intro", "introduction"),
+        SectionKind.VERSE: ("verse",),
+        SectionKind.CHORUS: ("chorus", "refrain"),
+        SectionKind.BRIDGE: ("bridge",),
+        SectionKind.BREAKDOWN: ("breakdown",),
+        SectionKind.BUILDUP: ("build-up",),
+        SectionKind.OUTRO: ("outro", "ending section"),
+    },
+    ordinals=("second", "third", "fourth", "fifth"),
+    levels={
+        "pp": ("very soft",),
+        "p": ("soft",),
+        "mp": ("moderately soft",),
+        "mf": ("moderately loud",),
+        "f": ("loud",),
+        "ff": ("very loud",),
+    },
+    level_phrase=("at a {level} volume", "played at a {level} level"),
+    grooves={
+        Groove.BACKBEAT: ("a steady backbeat", "a straight rock beat"),
+        Groove.FOUR_ON_THE_FLOOR: ("a four-on-the-floor kick pattern", "a pounding dance beat"),
+        Groove.HALF_TIME: ("a half-time groove",),
+        Groove.SWING: ("a swinging ride cymbal pattern",),
+        Groove.BREAKBEAT: ("a syncopated breakbeat",),
+        Groove.LIGHT: ("a light rimshot groove",),
+        Groove.SHAKER: ("a soft shaker rhythm",),
+        Groove.WALTZ: ("a waltz-time drum pattern",),
+        Groove.TOMS: ("pounding toms",),
+        Groove.SNARE_ROLL: ("a snare roll that gets faster and faster",),
+    },
+    aliases={
+        "drums": ("drums",),
+        "piano": ("piano", "grand piano"),
+        "strings": ("strings", "a string section"),
+        "electric bass": ("electric bass", "bass guitar"),
+        "saw lead": ("a saw synth lead",),
+        "square lead": ("a square synth lead",),
+        "synth pad": ("a synth pad",),
+        "warm pad": ("a warm synth pad",),
+        "sweep pad": ("a sweeping synth pad",),
+        "polysynth": ("a polysynth",),
+        "brass section": ("a brass section", "brass"),
+        "choir": ("a choir",),
+        "upright bass": ("upright bass",),
+    },
+    lengths=("about {words}",),
+    overview=(
+        "{a_mood} {pace} {style} in {key} at {tempo} BPM, lasting {length}.",
+        "This is {a_mood} {style} in {key}, {pace} at {tempo} BPM and {length} long.",
+        "A {pace}, {mood} {style} of {length}, set in {key} at {tempo} BPM in {meter} time.",
+    ),
+    opening=(
+        "It opens with {parts} {level_phrase}.",
+        "The {section} begins with {parts}, {level_phrase}.",
+        "The piece starts with {parts} {level_phrase} in the {section}.",
+    ),
+    opening_slow=("This opening is slower, at {tempo} BPM.",),
+    head=(
+        "At {t} the {section} begins, {texture}, {level_phrase}.",
+        "The {section} arrives at {t}, {texture}, {level_phrase}.",
+        "At {t} comes the {section}, {texture}, {level_phrase}.",
+    ),
+    head_short=("At {t}, the {section}, {texture}.", "The {section} follows at {t}, {texture}."),
+    texture_all=("with {parts}", "featuring {parts}"),
+    texture_enter=("adding {entering}", "bringing in {entering}"),
+    texture_leave=("dropping {leaving}", "leaving out {leaving}"),
+    texture_same=("with the same instruments", "keeping the same instruments"),
+    drums_in=("Drums come in with {groove}.", "The drums enter playing {groove}."),
+    drums_out=("The drums drop out.", "The drums stop here."),
+    groove_change=("The drums switch to {groove}.", "The beat changes to {groove}."),
+    tempo_up=("The tempo rises to {tempo} BPM.", "The tempo picks up to {tempo} BPM."),
+    tempo_down=("The tempo slows to {tempo} BPM.", "The tempo drops to {tempo} BPM."),
+    accelerando=("The tempo speeds up from {tempo} to {tempo_end} BPM during this section.",),
+    ritardando=("The tempo slows from {tempo} to {tempo_end} BPM toward the end.",),
+    key_change=("The key changes to {key}.", "The music modulates to {key}."),
+    meter_change=("The time signature changes to {meter}.",),
+    crescendo=(
+        "The music swells from {level0} to {level1}.",
+        "A crescendo grows from {level0} to {level1}.",
+    ),
+    decrescendo=("The music gradually softens from {level0} to {level1}.",),
+    drop=(
+        "The volume suddenly drops to near silence.",
+        "Everything suddenly drops away, leaving a very quiet texture.",
+    ),
+    fade=("The music slowly fades out.",),
+    role_lead=("The melody is played by {inst}.", "The main melody is carried by {inst}."),
+    role_bass=("The bass line is played by {inst}.",),
+    role_arp=("Running arpeggios come from {inst}.",),
+    role_pad=("Sustained chords are held by {inst}.",),
+    role_counter=("A countermelody is added by {inst}.",),
+    role_chords=("The chords are played by {inst}.",),
+    harmony=("The chords follow a {roman} progression.",),
+    density={
+        Density.SPARSE: ("The texture is sparse and open.",),
+        Density.MODERATE: ("The arrangement is moderately busy.",),
+        Density.DENSE: ("The arrangement is dense and full.",),
+    },
+    groove_keep=("The drums keep {groove}.",),
+    reprise=("It repeats the melody of the earlier {section}.",),
+    structure=("The structure is {form}.",),
+    palette=("Across the song you hear {all_parts}.",),
+    ending_fade=("The song fades away at the end.",),
+    ending_chord=("The song ends on a held {tonic} chord.",),
+    clock=("at {t}", "around {t}"),
+    when=(
+        ("early on", "near the start"),
+        ("in the middle", "midway through"),
+        ("near the end", "late in the song"),
+    ),
+    q_overall=(
+        "{a_mood} {style} with {inst1} and {inst2}",
+        "{pace} {style} in {key} at {tempo} BPM",
+        "{mood} {pace} {style} featuring {inst1}",
+    ),
+    q_opening=(
+        "song that opens with {parts}",
+        "starts {level} with {parts} in the {section}",
+        "{section} played on {parts}",
+    ),
+    q_entry=("{inst} comes in {at}", "entrance of {inst} {at}"),
+    q_section=(
+        "{level} {section} with {parts} {at}",
+        "the {section} starts {at}",
+        "{section} with {parts} begins {at}",
+    ),
+    q_tempo_up=("tempo speeds up to {tempo} BPM {at}", "the tempo gets faster {at}"),
+    q_tempo_down=("tempo slows down to {tempo} BPM {at}", "the tempo gets slower {at}"),
+    q_key=("key change to {key} {at}", "the music modulates to {key} {at}"),
+    q_meter=("time signature changes to {meter} {at}",),
+    q_drop=("sudden drop to near silence {at}", "music suddenly goes very quiet {at}"),
+    q_build=("crescendo from {level0} to {level1} {at}", "build-up that gets louder {at}"),
+    q_fade=("song fades out slowly at the end", "ends with a gentle fade-out"),
+    q_chord_end=("ends on a long held {tonic} chord", "song ending on a sustained final chord"),
+    q_no_drums=("{style} with no drums at all", "{style} without drums, just {inst1} and {inst2}"),
+)
+
+
+HELDOUT = Phrasebook(
+    name="heldout",
+    and_=", and ",
+    styles={
+        "pop": ("pop number", "radio-friendly tune"),
+        "rock": ("guitar-driven rock cut", "rock number"),
+        "electronic": ("club cut", "EDM production"),
+        "orchestral": ("cinematic score cue", "symphonic cue"),
+        "jazz": ("small-combo jazz number", "jazz cut"),
+        "folk": ("acoustic folk number", "folk ballad"),
+        "ambient": ("atmospheric soundscape", "ambient soundscape"),
+    },
+    moods={
+        "major": ("sunny", "joyful", "optimistic"),
+        "minor": ("somber", "brooding", "wistful"),
+    },
+    paces=(("unhurried",), ("steady-paced",), ("lively",), ("brisk", "driving")),
+    sections={
+        SectionKind.INTRO: ("opening passage", "prelude"),
+        SectionKind.VERSE: ("verse section", "stanza"),
+        SectionKind.CHORUS: ("hook section", "main hook"),
+        SectionKind.BRIDGE: ("middle eight", "contrasting passage"),
+        SectionKind.BREAKDOWN: ("stripped-back break", "quiet interlude"),
+        SectionKind.BUILDUP: ("riser", "tension-building passage"),
+        SectionKind.OUTRO: ("coda", "closing passage"),
+    },
+    ordinals=("second", "third", "fourth", "fifth"),
+    levels={
+        "pp": ("whisper-quiet",),
+        "p": ("hushed",),
+        "mp": ("restrained",),
+        "mf": ("medium-volume",),
+        "f": ("forceful",),
+        "ff": ("thunderous",),
+    },
+    level_phrase=("with a {level} dynamic", "kept {level}"),
+    grooves={
+        Groove.BACKBEAT: ("a solid two-and-four groove", "a classic kick-snare pattern"),
+        Groove.FOUR_ON_THE_FLOOR: ("a thumping kick on every beat", "a club-style steady kick"),
+        Groove.HALF_TIME: ("a laid-back halved feel",),
+        Groove.SWING: ("a jazzy swung ride rhythm",),
+        Groove.BREAKBEAT: ("a choppy broken-beat rhythm",),
+        Groove.LIGHT: ("a gentle side-stick pattern",),
+        Groove.SHAKER: ("a quiet maraca pulse",),
+        Groove.WALTZ: ("a lilting three-beat drum pattern",),
+        Groove.TOMS: ("tribal tom-tom rhythms",),
+        Groove.SNARE_ROLL: ("an accelerating snare build",),
+    },
+    aliases={
+        "drums": ("a drum kit", "percussion"),
+        "piano": ("acoustic piano",),
+        "strings": ("a string ensemble", "orchestral strings"),
+        "electric bass": ("electric bass guitar",),
+        "distorted guitar": ("fuzzy electric guitar", "distorted electric guitar"),
+        "overdriven guitar": ("crunchy electric guitar",),
+        "saw lead": ("a sawtooth synthesizer lead",),
+        "square lead": ("a square-wave synthesizer lead",),
+        "synth pad": ("a synthesizer pad",),
+        "warm pad": ("a mellow synthesizer pad",),
+        "sweep pad": ("a swelling synthesizer pad",),
+        "polysynth": ("a polyphonic synthesizer",),
+        "brass section": ("a horn section",),
+        "choir": ("choral voices", "a vocal ensemble"),
+        "upright bass": ("double bass",),
+        "synth bass": ("a synthesizer bass",),
+    },
+    lengths=("roughly {words}",),
+    overview=(
+        "Here is {a_mood} {style} in {key}, moving at {tempo} beats per minute; it runs {length}.",
+        "{a_mood} {style}: {key}, {tempo} beats per minute, {pace} in feel, {length} in total.",
+        "What follows is {a_mood}, {pace} {style}, {length} long, pitched in {key}"
+        " with {meter} meter.",
+    ),
+    opening=(
+        "Things get going with {parts}, {level_phrase}.",
+        "First comes the {section}: {parts}, {level_phrase}.",
+        "We hear {parts} first, {level_phrase}, during the {section}.",
+    ),
+    opening_slow=("At first the pace is held back to {tempo} beats per minute.",),
+    head=(
+        "By {t} we reach the {section}, {texture}, {level_phrase}.",
+        "{t} marks the start of the {section}, {texture}, {level_phrase}.",
+        "The {section} kicks off at {t}, {texture}, {level_phrase}.",
+    ),
+    head_short=("{t}: the {section}, {texture}.", "Next, from {t}, the {section}, {texture}."),
+    texture_all=("scored for {parts}", "built on {parts}"),
+    texture_enter=("layering in {entering}", "welcoming {entering}"),
+    texture_leave=("minus {leaving}", "stripping away {leaving}"),
+    texture_same=("on unchanged instrumentation", "the lineup untouched"),
+    drums_in=("Percussion joins with {groove}.", "A drum part appears, laying down {groove}."),
+    drums_out=("The percussion falls away.", "No percussion remains from here."),
+    groove_change=("The kit moves to {groove}.", "The rhythm pattern becomes {groove}."),
+    tempo_up=(
+        "The pace quickens to {tempo} beats per minute.",
+        "Things move along faster, at {tempo} beats per minute.",
+    ),
+    tempo_down=(
+        "The pace eases back to {tempo} beats per minute.",
+        "It settles into a slower {tempo} beats per minute.",
+    ),
+    accelerando=(
+        "Over this passage the pulse accelerates from {tempo} to {tempo_end} beats per minute.",
+    ),
+    ritardando=("Gradually the pulse relaxes from {tempo} to {tempo_end} beats per minute.",),
+    key_change=("The tonal center shifts to {key}.", "Harmonically it moves into {key}."),
+    meter_change=("The meter becomes {meter}.",),
+    crescendo=(
+        "Volume climbs steadily from {level0} to {level1}.",
+        "Intensity mounts, going from {level0} to {level1}.",
+    ),
+    decrescendo=("Volume ebbs away, from {level0} to {level1}.",),
+    drop=(
+        "Abruptly the energy collapses into near silence.",
+        "In an instant the sound thins to almost nothing.",
+    ),
+    fade=("Sound dissolves gradually toward silence.",),
+    role_lead=("Melodic duties fall to {inst}.", "The tune itself belongs to {inst}."),
+    role_bass=("Underneath, {inst} anchors the low end.",),
+    role_arp=("Rippling broken-chord figures are traced by {inst}.",),
+    role_pad=("A cushion of long chords comes from {inst}.",),
+    role_counter=("Supporting lines are supplied by {inst}.",),
+    role_chords=("Harmonic backing comes from {inst}.",),
+    harmony=("Harmonically it cycles through {roman}.",),
+    density={
+        Density.SPARSE: ("Little is going on; the sound is airy.",),
+        Density.MODERATE: ("The activity level sits in the middle.",),
+        Density.DENSE: ("The sound is packed and busy.",),
+    },
+    groove_keep=("Rhythmically, the kit holds {groove}.",),
+    reprise=("Its tune echoes the previous {section}.",),
+    structure=("Formally the track runs {form}.",),
+    palette=("The full palette includes {all_parts}.",),
+    ending_fade=("The track evaporates into silence at the close.",),
+    ending_chord=("A final sustained {tonic} chord closes the track.",),
+    clock=("at roughly {t}", "close to {t}"),
+    when=(
+        ("in the opening moments", "shortly after it begins"),
+        ("around the halfway point", "in the central stretch"),
+        ("in the closing stretch", "toward the finish"),
+    ),
+    q_overall=(
+        "{a_mood} {style} built around {inst1} plus {inst2}",
+        "{style} in {key}, {tempo} beats per minute, {pace}",
+        "{pace}, {mood} {style} led by {inst1}",
+    ),
+    q_opening=(
+        "track beginning with just {parts}",
+        "{level} {section} on {parts}",
+        "the first sounds heard are {parts}",
+    ),
+    q_entry=("{inst} appears {at}", "{at}, {inst} added to the arrangement"),
+    q_section=(
+        "{level} {section} arriving {at}",
+        "{section} built on {parts} starting {at}",
+        "reaching the {section} {at}",
+    ),
+    q_tempo_up=("pace quickens to {tempo} beats per minute {at}", "things accelerate {at}"),
+    q_tempo_down=("pace eases to {tempo} beats per minute {at}", "things decelerate {at}"),
+    q_key=("tonal center shifts to {key} {at}", "{at}, a shift into {key}"),
+    q_meter=("meter becomes {meter} {at}",),
+    q_drop=("energy collapses into near silence {at}", "abrupt quiet passage {at}"),
+    q_build=("volume climbs from {level0} to {level1} {at}", "tension mounts steadily {at}"),
+    q_fade=(
+        "track evaporates into silence at the close",
+        "closing with a slow dissolve to nothing",
+    ),
+    q_chord_end=("final sustained {tonic} chord closes it", "last moment is one lingering chord"),
+    q_no_drums=(
+        "{style} entirely free of percussion",
+        "percussion-free {style} of {inst1} plus {inst2}",
+    ),
+)
+
+PHRASEBOOKS: dict[str, Phrasebook] = {TRAIN.name: TRAIN, HELDOUT.name: HELDOUT}

@@ -1,0 +1,127 @@
+"""Rendering: MIDI -> FluidSynth (fast render, 16 kHz) -> mono float -> FLAC via PyAV."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from collap_model.synth.structure import SynthError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+SAMPLE_RATE = 16_000
+# Debian's fluid-soundfont-gm (145 MB, better for training), then timgm6mb-soundfont (6 MB)
+SOUNDFONTS = (
+    Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),
+    Path("/usr/share/sounds/sf2/TimGM6mb.sf2"),
+)
+PEAK = 0.89  # -1 dBFS: every song is normalised to the same peak, like mastered music
+GAIN = 0.6  # FluidSynth master gain; the float output is normalised afterwards anyway
+
+
+def find_fluidsynth() -> str:
+    """The fluidsynth executable on PATH."""
+    path = shutil.which("fluidsynth")
+    if path is None:
+        raise SynthError(
+            "fluidsynth is not installed (not on PATH); install it, e.g. apt-get install fluidsynth"
+        )
+    return path
+
+
+def resolve_soundfont(path: str | Path | None = None) -> Path:
+    """`path` if given, else FluidR3_GM if installed, else TimGM6mb; checked to be a SoundFont."""
+    if path is None:
+        found = next((p for p in SOUNDFONTS if p.is_file()), None)
+        if found is None:
+            raise SynthError(
+                "no General MIDI soundfont found (looked for "
+                + ", ".join(str(p) for p in SOUNDFONTS)
+                + "); install fluid-soundfont-gm or timgm6mb-soundfont, or pass --soundfont"
+            )
+        path = found
+    sf = Path(path).expanduser()
+    try:
+        with sf.open("rb") as f:
+            head = f.read(12)
+    except OSError as err:
+        raise SynthError(f"cannot read soundfont {sf}: {err.strerror or err}") from err
+    if head[:4] != b"RIFF" or head[8:12] != b"sfbk":
+        raise SynthError(f"{sf} is not a SoundFont 2 file (.sf2)")
+    return sf
+
+
+def render_midi(midi: Path, soundfont: Path, seconds: float, fluidsynth: str) -> np.ndarray:
+    """Mono float32 audio at SAMPLE_RATE, exactly round(seconds * SAMPLE_RATE) samples long,
+    peak-normalised. FluidSynth keeps rendering release tails past the end; they are cut."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="collap-synth-") as tmp:
+        raw = Path(tmp) / "song.raw"
+        # raw little-endian float32 stereo: no clipping inside FluidSynth, no WAV parsing here
+        cmd = [
+            fluidsynth,
+            "-n",
+            "-i",
+            "-q",
+            "-g",
+            str(GAIN),
+            "-r",
+            str(SAMPLE_RATE),
+            "-T",
+            "raw",
+            "-O",
+            "float",
+            "-E",
+            "little",
+            "-F",
+            str(raw),
+            str(soundfont),
+            str(midi),
+        ]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        except OSError as err:
+            raise SynthError(f"cannot run {fluidsynth}: {err.strerror or err}") from err
+        if done.returncode != 0 or not raw.is_file():
+            detail = (done.stderr or done.stdout).strip().splitlines()
+            reason = detail[-1] if detail else f"exit status {done.returncode}"
+            raise SynthError(f"fluidsynth failed on {midi.name}: {reason}")
+        stereo = np.fromfile(raw, dtype="<f4")
+    wave = stereo.reshape(-1, 2).mean(axis=1)
+    n = round(seconds * SAMPLE_RATE)
+    wave = wave[:n] if len(wave) >= n else np.pad(wave, (0, n - len(wave)))
+    peak = float(np.abs(wave).max()) if n else 0.0
+    if peak == 0.0:
+        raise SynthError(f"fluidsynth rendered silence for {midi.name} (soundfont {soundfont})")
+    return (wave * (PEAK / peak)).astype(np.float32)
+
+
+def write_flac(path: Path, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Mono float samples in [-1, 1] -> 16-bit FLAC, written atomically (temp file + rename)."""
+    import av
+    import numpy as np
+
+    pcm = np.clip(np.round(wave * 32767.0), -32768, 32767).astype(np.int16)[None, :]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with av.open(str(tmp), "w", format="flac") as container:
+        stream = container.add_stream("flac", rate=sample_rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = sample_rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    os.replace(tmp, path)
+
+
+def render_song(midi: Path, flac: Path, soundfont: Path, seconds: float, fluidsynth: str) -> float:
+    """Render one MIDI file to FLAC; returns the audio seconds written."""
+    wave = render_midi(midi, soundfont, seconds, fluidsynth)
+    write_flac(flac, wave)
+    return len(wave) / SAMPLE_RATE

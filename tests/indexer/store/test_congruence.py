@@ -1,0 +1,123 @@
+"""One suite, every backend: Qdrant Edge (embedded) and qdrant-client (local mode standing in
+for a Qdrant server) run the same operations and must give the same results."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from indexer.store.base import Store, TrackFile, TrackPoint, point_id
+from indexer.store.edge import EdgeStore
+from indexer.store.server import ServerStore
+
+DIM = 8
+
+
+def edge(tmp: Path) -> Store:
+    return EdgeStore(tmp / "edge", "tracks")
+
+
+def server(tmp: Path) -> Store:
+    from qdrant_client import QdrantClient
+
+    return ServerStore(QdrantClient(path=str(tmp / "local")), "tracks")
+
+
+BACKENDS: dict[str, Callable[[Path], Store]] = {"edge": edge, "server": server}
+
+
+def vec(seed: int, n: int = DIM) -> list[float]:
+    v = [math.sin(seed * 1.7 + i * 0.9) + 0.1 for i in range(n)]
+    norm = math.sqrt(sum(x * x for x in v))
+    return [x / norm for x in v]
+
+
+def make_point(i: int) -> TrackPoint:
+    digest = f"hash-{i}"
+    f = TrackFile(f"/music/{i}.flac", "/music", 1000 + i, 10**18 + i)
+    return TrackPoint(
+        point_id(digest),
+        vec(i),
+        [vec(i * 10 + k) for k in range(1 + i % 3)],
+        {"path": f.path, "root": f.root, "files": [f.as_payload()], "content_hash": digest,
+         "n_clips": 1 + i % 3, "artist": f"artist {i % 2}", "year": 1990 + i, "duration": 10.0 + i},
+    )  # fmt: skip
+
+
+def exercise(store: Store) -> dict[str, Any]:
+    out: dict[str, Any] = {"initial": (store.alias_target(), store.collections())}
+    store.ensure_collection("tracks-a", DIM)
+    store.ensure_collection("tracks-a", DIM)
+    pts = [make_point(i) for i in range(5)]
+    store.upsert("tracks-a", pts)
+    store.upsert("tracks-a", pts[:2])  # idempotent by id
+    out["count"] = store.count("tracks-a")
+    out["records"] = sorted(
+        (r.id, r.content_hash, tuple(r.files), r.n_clips) for r in store.records("tracks-a")
+    )
+    got = store.retrieve("tracks-a", [pts[1].id, pts[2].id], with_vectors=True)
+    out["vectors"] = sorted(
+        (
+            t.id,
+            tuple(round(x, 5) for x in t.song or []),
+            tuple(tuple(round(x, 5) for x in c) for c in t.clips or []),
+        )
+        for t in got
+    )
+    store.set_payload("tracks-a", pts[0].id, {"path": "/elsewhere/0.flac"})
+    (p0,) = store.retrieve("tracks-a", [pts[0].id])
+    out["payload"] = (p0.payload["path"], p0.payload["artist"], p0.payload["year"])
+    store.delete("tracks-a", [pts[3].id, pts[4].id])
+    out["after_delete"] = (store.count("tracks-a"), store.retrieve("tracks-a", [pts[3].id]))
+    out["switch1"] = store.switch_alias("tracks-a")
+    store.ensure_collection("tracks-b", DIM)
+    out["switch2"] = store.switch_alias("tracks-b")
+    out["target"] = store.alias_target()
+    store.drop_collection("tracks-a")
+    out["collections"] = store.collections()
+    return out
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_store_operations(backend: str, tmp_path: Path) -> None:
+    store = BACKENDS[backend](tmp_path)
+    try:
+        out = exercise(store)
+    finally:
+        store.close()
+    assert out["initial"] == (None, [])
+    assert out["count"] == 5
+    assert len(out["records"]) == 5 and out["records"][0][3] in (1, 2, 3)
+    assert out["payload"] == ("/elsewhere/0.flac", "artist 0", 1990)
+    assert out["after_delete"] == (3, [])
+    assert (out["switch1"], out["switch2"], out["target"]) == (None, "tracks-a", "tracks-b")
+    assert out["collections"] == ["tracks-b"]
+
+
+def test_backends_agree(tmp_path: Path) -> None:
+    results = []
+    for name, factory in sorted(BACKENDS.items()):
+        store = factory(tmp_path / name)
+        try:
+            results.append(exercise(store))
+        finally:
+            store.close()
+    assert results[0] == results[1]
+
+
+def test_edge_store_survives_reopen(tmp_path: Path) -> None:
+    store = edge(tmp_path)
+    store.ensure_collection("tracks-a", DIM)
+    store.upsert("tracks-a", [make_point(i) for i in range(3)])
+    store.switch_alias("tracks-a")
+    store.close()
+    again = edge(tmp_path)
+    try:
+        assert again.alias_target() == "tracks-a"
+        assert again.count("tracks-a") == 3
+    finally:
+        again.close()
