@@ -21,6 +21,7 @@ from pathlib import Path
 # name -> module exposing `run() -> str` (a markdown section body)
 BENCHMARKS = {
     "encoder": "benchmarks.encoder",
+    "indexing": "benchmarks.indexing",
 }
 OUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = """# Benchmarks

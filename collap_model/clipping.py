@@ -34,6 +34,7 @@ class StreamingClipper:
         self.clip, self.hop = clip, hop
         self.buffer = np.zeros(0, dtype=np.float32)
         self.buffer_start = 0  # absolute index of buffer[0]
+        self.parts: list[np.ndarray] = []  # pushed audio not yet joined to `buffer`
         self.next_start = 0  # start of the next regular clip
         self.total = 0
         self.peak = 0.0  # largest absolute sample seen (silence detection)
@@ -42,18 +43,22 @@ class StreamingClipper:
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         if samples.size:
             self.peak = max(self.peak, float(np.abs(samples).max()))
-        self.buffer = np.concatenate([self.buffer, samples]) if self.buffer.size else samples.copy()
+            self.parts.append(samples)
         self.total += samples.size
         out = []
-        while self.next_start + self.clip <= self.total:
-            out.append(self._take(self.next_start, self.next_start + self.clip))
-            self.next_start += self.hop
-        self._trim(min(self.next_start, max(0, self.total - self.clip)))
+        if self.next_start + self.clip <= self.total:
+            # join lazily: once per emitted clip, not once per (small) decoded frame
+            self._join()
+            while self.next_start + self.clip <= self.total:
+                out.append(self._take(self.next_start, self.next_start + self.clip))
+                self.next_start += self.hop
+            self._trim(min(self.next_start, max(0, self.total - self.clip)))
         return out
 
     def finish(self) -> list[tuple[int, int, np.ndarray]]:
         if self.total == 0:
             return []
+        self._join()
         if self.total < self.clip:
             return [self._take(0, self.total)]
         last_regular = self.next_start - self.hop
@@ -65,6 +70,16 @@ class StreamingClipper:
         out = np.zeros(self.clip, dtype=np.float32)
         out[: end - start] = self.buffer[start - self.buffer_start : end - self.buffer_start]
         return start, end, out
+
+    def _join(self) -> None:
+        if self.parts:
+            self.buffer = np.concatenate([self.buffer, *self.parts])
+            self.parts = []
+
+    @property
+    def held(self) -> int:
+        """Samples held in memory (for tests of the memory bound)."""
+        return self.buffer.size + sum(p.size for p in self.parts)
 
     def _trim(self, keep_from: int) -> None:
         drop = keep_from - self.buffer_start

@@ -176,8 +176,7 @@ class IndexRun:
             self.progress.start(sum(len(j.files) for j in jobs.values()))
         if not jobs:
             return
-        model = self.model.get()
-        fe = model.config.frontend
+        fe = self.model.config.frontend
         params = DecodeParams(
             rate=fe.sample_rate,
             clip=fe.clip_samples,
@@ -185,11 +184,12 @@ class IndexRun:
             clips_per_message=8,
             silence_peak=self.settings.silence_peak,
         )
+        # decoders start first: they decode while the model loads
         pool = DecoderPool(self.settings.decode_workers, params)
         try:
             for i, job in jobs.items():
                 pool.submit(i, job.files[0].path)
-            self._drive(pool, jobs, model)
+            self._drive(pool, jobs, self.model.get())
         finally:
             pool.close()
             if self.progress is not None:

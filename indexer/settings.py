@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     # file extensions that count as audio (comma-separated in the environment)
     extensions: Annotated[tuple[str, ...], NoDecode] = AUDIO_EXTENSIONS
-    decode_workers: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1)
+    # decoder processes; decoding is the bottleneck on CPUs (benchmarks/indexing.py), so one
+    # per core even though the model shares those cores
+    decode_workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     clip_batch: int = Field(64, ge=1)  # clips per model call, across files
     upsert_batch: int = Field(32, ge=1)  # points per store write
     # seconds of decoded audio per message from a decoder process (bounds memory per file)
