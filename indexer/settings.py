@@ -44,8 +44,6 @@ class Settings(BaseSettings):
     decode_workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     clip_batch: int = Field(64, ge=1)  # clips per model call, across files
     upsert_batch: int = Field(32, ge=1)  # points per store write
-    # seconds of decoded audio per message from a decoder process (bounds memory per file)
-    decode_chunk_seconds: float = Field(20.0, gt=0)
     # peak amplitude (0..1) under which a whole file counts as silence
     silence_peak: float = Field(1e-3, ge=0)
 
