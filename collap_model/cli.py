@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from collap_model.synth import cli as synth_cli
+from collap_model.training import cli as training_cli
 
 log = logging.getLogger("collap")
 
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=_cmd_info)
     synth_cli.add_parser(sub)
+    training_cli.add_parsers(sub)
     return parser
 
 

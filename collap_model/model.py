@@ -19,7 +19,7 @@ from collap_model.frontend import clip_spans, clip_times, cut_clips, prepare_wav
 from collap_model.fusion import SongPooling, TemporalFusion
 from collap_model.loss import LogitScale, info_nce
 from collap_model.outputs import AudioEmbedding, ClipBatch, FusionScores, ModelOutput, TextEmbedding
-from collap_model.text_encoder import TextEncoder
+from collap_model.text_encoder import TextEncoder, TextStates
 
 
 class AudioInputError(ValueError):
@@ -30,7 +30,7 @@ class AudioInputError(ValueError):
 class TrainingBatch:
     """B aligned (text, song) pairs; the songs' clips are flattened to M clips in total."""
 
-    texts: list[str]  # (B,) captions or queries
+    texts: list[str] | TextStates  # (B,) captions or queries, or their cached backbone states
     features: Tensor  # (M, ...) audio-encoder features of every clip (e.g. log-mel (M, n_mels, F))
     feature_mask: Tensor  # (M, F) valid feature frames
     clip_times: Tensor  # (M, 2) seconds, within each song

@@ -10,6 +10,7 @@ once and nothing is cut up to `max_words` words (longer texts are refused, not t
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -164,20 +165,35 @@ class TextEncoder(nn.Module):
                 out.extend(hidden[j, : len(w)].float() for j, w in enumerate(chunk))
         return out
 
-    def forward(self, texts: list[str]) -> TextEmbedding:
+    def forward(self, texts: list[str] | TextStates) -> TextEmbedding:
+        """Texts, or their cached backbone states (a frozen backbone), -> TextEmbedding."""
+        if isinstance(texts, TextStates):
+            return self.project(texts.tokens, texts.pooled)
         if not texts:
             raise TextInputError("no texts given")
-        tokens, pooled = self.hidden_states(texts)
+        return self.project(*self.hidden_states(texts))
+
+    def project(self, tokens: list[Tensor], pooled: list[Tensor]) -> TextEmbedding:
+        """Backbone states (L_i, H) and pooled (H,) per text -> the joint space, padded."""
         longest = max(t.shape[0] for t in tokens)
-        device = tokens[0].device
+        device = next(self.token_proj.parameters()).device
         padded = torch.zeros(len(tokens), longest, tokens[0].shape[1], device=device)
         mask = torch.zeros(len(tokens), longest, dtype=torch.bool, device=device)
         for i, t in enumerate(tokens):
-            padded[i, : t.shape[0]] = t
+            padded[i, : t.shape[0]] = t.to(device, torch.float32)
             mask[i, : t.shape[0]] = True
         projected = self.token_proj(padded) * mask[..., None]  # (B, L, D)
-        sentence = F.normalize(self.sentence_proj(torch.stack(pooled)), dim=-1)  # (B, D)
+        stacked = torch.stack([p.to(device, torch.float32) for p in pooled])  # (B, H)
+        sentence = F.normalize(self.sentence_proj(stacked), dim=-1)  # (B, D)
         return TextEmbedding(projected, mask, sentence)
+
+
+@dataclass(frozen=True)
+class TextStates:
+    """Backbone outputs of a frozen text encoder, cached for training: per text (L_i, H), (H,)."""
+
+    tokens: list[Tensor]
+    pooled: list[Tensor]
 
 
 def _special_tokens(tokenizer: object) -> tuple[list[int], list[int]]:

@@ -1,0 +1,1 @@
+"""Training and evaluation: feature caches, the recipe, retrieval metrics."""

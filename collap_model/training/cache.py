@@ -1,0 +1,149 @@
+"""Feature caches for training and evaluation: each song decoded once, each text encoded once.
+
+Audio: every song of a manifest is decoded (PyAV, the indexer's decoder), cut into clips and
+turned into audio-encoder features (log-mel for the compact encoder), stored as float16 numpy
+arrays in the cache folder. Text: with a frozen text backbone its outputs never change, so
+captions and queries are run through it once and only the projections train.
+
+A cache is keyed by the front-end and backbone it was made with; a stale one is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from collap_model.frontend import clip_spans, clip_times, cut_clips
+from collap_model.model import CoLLAP
+from collap_model.text_encoder import TextStates
+
+log = logging.getLogger("collap.train")
+
+# texts per backbone call when filling the text cache
+_TEXT_BATCH = 32
+
+
+@dataclass
+class AudioCache:
+    features: np.ndarray  # (M, ...) float16 encoder features of every clip
+    masks: np.ndarray  # (M, F) bool valid frames
+    times: np.ndarray  # (M, 2) float32 seconds
+    offsets: np.ndarray  # (S + 1,) int64: song s owns clips offsets[s]:offsets[s + 1]
+
+    def __len__(self) -> int:
+        return int(self.offsets.shape[0] - 1)
+
+    def song(self, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lo, hi = int(self.offsets[s]), int(self.offsets[s + 1])
+        return self.features[lo:hi], self.masks[lo:hi], self.times[lo:hi]
+
+
+def _audio_key(model: CoLLAP, paths: Sequence[Path], cap_seconds: float | None) -> str:
+    fe = model.config.frontend.model_dump(mode="json")
+    raw = json.dumps([fe, model.config.audio.kind.value, cap_seconds, [str(p) for p in paths]])
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def audio_cache(
+    model: CoLLAP, paths: Sequence[Path], folder: Path, cap_seconds: float | None
+) -> AudioCache:
+    """Features of every clip of every song (cached in `folder`, rebuilt when stale).
+
+    cap_seconds: crop songs to this length (training's `max_seconds`); None keeps all audio.
+    """
+    key = _audio_key(model, paths, cap_seconds)
+    target = folder / f"audio-{key}"
+    if (target / "offsets.npy").exists():
+        return AudioCache(
+            *(
+                np.load(target / f"{n}.npy", mmap_mode="r")
+                for n in ("features", "masks", "times", "offsets")
+            )
+        )
+    from indexer.decode import AudioDecoder
+
+    fe = model.config.frontend
+    feats: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    times: list[np.ndarray] = []
+    offsets = [0]
+    model.eval()
+    for i, path in enumerate(paths):
+        with AudioDecoder(str(path), fe.sample_rate) as dec:
+            wave = torch.from_numpy(np.concatenate(list(dec.chunks())))
+        if cap_seconds is not None:
+            wave = wave[: int(cap_seconds * fe.sample_rate)]
+        spans = clip_spans(wave.shape[0], fe)
+        clips, valid = cut_clips(wave, spans, fe.clip_samples)
+        with torch.inference_mode():
+            f, m = model.audio_encoder.features(clips.to(model.device), valid.to(model.device))
+        feats.append(f.cpu().numpy().astype(np.float16))
+        masks.append(m.cpu().numpy())
+        times.append(clip_times(spans, fe.sample_rate).numpy())
+        offsets.append(offsets[-1] + len(spans))
+        if (i + 1) % 100 == 0:
+            log.info("audio cache: %d/%d songs", i + 1, len(paths))
+    target.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "features": np.concatenate(feats),
+        "masks": np.concatenate(masks),
+        "times": np.concatenate(times),
+        "offsets": np.array(offsets, dtype=np.int64),
+    }
+    for name, arr in arrays.items():
+        np.save(target / f"{name}.npy", arr)
+    return AudioCache(**arrays)
+
+
+@dataclass
+class TextCache:
+    tokens: np.ndarray  # (T, H) float16 backbone states of every token of every text
+    offsets: np.ndarray  # (K + 1,) int64: text k owns tokens offsets[k]:offsets[k + 1]
+    pooled: np.ndarray  # (K, H) float16 pooled backbone output
+
+    def states(self, index: Sequence[int]) -> TextStates:
+        toks = [
+            torch.from_numpy(
+                np.asarray(self.tokens[self.offsets[k] : self.offsets[k + 1]], dtype=np.float32)
+            )
+            for k in index
+        ]
+        pooled = [torch.from_numpy(np.asarray(self.pooled[k], dtype=np.float32)) for k in index]
+        return TextStates(toks, pooled)
+
+
+def text_cache(model: CoLLAP, texts: Sequence[str], folder: Path) -> TextCache:
+    """Frozen-backbone states of `texts` (cached in `folder`, rebuilt when stale)."""
+    enc = model.text_encoder
+    raw = json.dumps([enc.backbone_identity(), enc.config.model_dump(mode="json"), list(texts)])
+    target = folder / f"text-{hashlib.sha256(raw.encode()).hexdigest()[:16]}"
+    if (target / "offsets.npy").exists():
+        return TextCache(
+            *(np.load(target / f"{n}.npy", mmap_mode="r") for n in ("tokens", "offsets", "pooled"))
+        )
+    tokens: list[np.ndarray] = []
+    pooled: list[np.ndarray] = []
+    offsets = [0]
+    with torch.inference_mode():
+        for i in range(0, len(texts), _TEXT_BATCH):
+            toks, pools = enc.hidden_states(list(texts[i : i + _TEXT_BATCH]))
+            for t, p in zip(toks, pools, strict=True):
+                tokens.append(t.cpu().numpy().astype(np.float16))
+                pooled.append(p.cpu().numpy().astype(np.float16))
+                offsets.append(offsets[-1] + t.shape[0])
+    target.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "tokens": np.concatenate(tokens),
+        "offsets": np.array(offsets, dtype=np.int64),
+        "pooled": np.stack(pooled),
+    }
+    for name, arr in arrays.items():
+        np.save(target / f"{name}.npy", arr)
+    return TextCache(**arrays)

@@ -1,0 +1,94 @@
+"""`collap train` and `collap eval` (heavy imports stay inside the handlers)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _train(args: argparse.Namespace) -> int:
+    from collap_model.training.train import Recipe, train
+
+    recipe = Recipe(
+        preset=args.preset, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+        device=args.device, eval_every=args.eval_every, val_songs=args.val_songs,
+    )  # fmt: skip
+    report = train(_manifest(args.data), Path(args.out), recipe, stop_after=args.stop_after)
+    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from collap_model.checkpoint import load_model
+    from collap_model.training.evaluate import evaluate
+
+    model = load_model(
+        None if args.checkpoint == "default" else args.checkpoint, device=args.device
+    )
+    cache = Path(args.cache) if args.cache else _manifest(args.data).parent / ".collap-cache"
+    result = evaluate(model, _manifest(args.data), cache, seed=args.seed)
+    if args.json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return 0
+    sys.stdout.write(f"{result['songs']} songs, model {result['fingerprint']}\n")
+    sys.stdout.write(
+        f"{'scorer':<10} {'texts':<9} {'direction':<14} R@1    R@5    R@10   MedR   mAP\n"
+    )
+    for scorer in ("fusion", "mean_pool", "random"):
+        for kind in ("queries", "captions"):
+            for direction in ("text_to_audio", "audio_to_text"):
+                m = result[scorer].get(kind, {}).get(direction)
+                if m:
+                    sys.stdout.write(
+                        f"{scorer:<10} {kind:<9} {direction:<14} {m['R@1']:.3f}  {m['R@5']:.3f}  "
+                        f"{m['R@10']:.3f}  {m['MedR']:<6.1f} {m['mAP']:.3f}\n"
+                    )
+    if "localisation" in result:
+        loc = result["localisation"]
+        sys.stdout.write(
+            f"localisation: {loc['fusion']:.3f} of {loc['sentences']} timed sentences "
+            f"(uniform chance {loc['uniform_chance']:.3f})\n"
+        )
+    return 0
+
+
+def _manifest(data: str) -> Path:
+    path = Path(data)
+    return path / "manifest.jsonl" if path.is_dir() else path
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a model on a dataset (folder with manifest.jsonl)")
+    p.add_argument("data", help="dataset folder or manifest.jsonl")
+    p.add_argument(
+        "--out", required=True, help="output folder: checkpoint, caches, resumable state"
+    )
+    p.add_argument("--preset", default="collap-mini")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--val-songs", type=int, default=50)
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--stop-after", type=int, default=None, help="run at most N steps now; resume later"
+    )
+    p.set_defaults(func=_train)
+    p = sub.add_parser(
+        "eval", help="retrieval metrics of a checkpoint on a dataset, beside baselines"
+    )
+    p.add_argument(
+        "checkpoint", help="checkpoint folder, preset name, or `default` (shipped weights)"
+    )
+    p.add_argument("data", help="dataset folder or manifest.jsonl")
+    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--cache", default=None, help="feature cache folder (default: DATA/.collap-cache)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_eval)

@@ -1,0 +1,203 @@
+"""Retrieval evaluation: text->audio and audio->text with captions and short queries, beside a
+mean-pooled-clips cosine baseline (no fusion) and random scores, plus localisation.
+
+JSON layout (`collap eval --json`): {"fusion" | "mean_pool" | "random": {"text_to_audio": M,
+"audio_to_text": M, "captions": {"text_to_audio": M, "audio_to_text": M}, "queries": {...}}}
+where M = {"R@1", "R@5", "R@10", "MedR", "mAP"}; the top-level text_to_audio/audio_to_text
+are the short queries' (the harder, user-like case). "localisation" reports how often the clip
+with the highest fusion weight lies within one clip of a time that a caption sentence states.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from collap_model.model import CoLLAP
+from collap_model.outputs import ClipBatch
+from collap_model.training.cache import AudioCache, TextCache, audio_cache, text_cache
+
+# texts scored against every song per fusion call (bounds the (texts, songs, L, N) tensors)
+_TEXT_CHUNK = 16
+_TIME = re.compile(r"\b(\d{1,2}):([0-5]\d)\b")
+
+
+def retrieval_metrics(scores: torch.Tensor, relevant: Sequence[set[int]]) -> dict[str, float]:
+    """scores (Q, C); relevant[q] the correct columns of row q -> R@1/5/10, MedR, mAP."""
+    order = torch.argsort(scores, dim=1, descending=True).numpy()
+    firsts, aps = [], []
+    for q, rel in enumerate(relevant):
+        ranks = np.sort(np.nonzero(np.isin(order[q], list(rel)))[0] + 1)
+        firsts.append(ranks[0])
+        aps.append(float(np.mean(np.arange(1, len(ranks) + 1) / ranks)))
+    first = np.array(firsts)
+    return {
+        "R@1": float(np.mean(first <= 1)),
+        "R@5": float(np.mean(first <= 5)),
+        "R@10": float(np.mean(first <= 10)),
+        "MedR": float(np.median(first)),
+        "mAP": float(np.mean(aps)),
+    }
+
+
+def both_ways(scores: torch.Tensor, song_of_text: Sequence[int]) -> dict[str, dict[str, float]]:
+    """scores (texts, songs) -> text_to_audio and audio_to_text metrics."""
+    texts_of: dict[int, set[int]] = {}
+    for t, s in enumerate(song_of_text):
+        texts_of.setdefault(s, set()).add(t)
+    songs = sorted(texts_of)
+    return {
+        "text_to_audio": retrieval_metrics(scores, [{s} for s in song_of_text]),
+        "audio_to_text": retrieval_metrics(scores.T[songs], [texts_of[s] for s in songs]),
+    }
+
+
+@torch.inference_mode()
+def embed_songs(model: CoLLAP, cache: AudioCache) -> ClipBatch:
+    """Every cached song's clip embeddings, padded into one ClipBatch (S, N, D)."""
+    clips, times = [], []
+    dev = model.device
+    for s in range(len(cache)):
+        f, m, t = cache.song(s)
+        emb = model.audio_encoder.embed(
+            torch.from_numpy(np.asarray(f, dtype=np.float32)).to(dev),
+            torch.from_numpy(np.asarray(m)).to(dev),
+        )
+        clips.append(emb.float().cpu())
+        times.append(torch.from_numpy(np.asarray(t)))
+    n = max(c.shape[0] for c in clips)
+    out = torch.zeros(len(clips), n, clips[0].shape[1])
+    tt = torch.zeros(len(clips), n, 2)
+    mask = torch.zeros(len(clips), n, dtype=torch.bool)
+    for i, (c, span) in enumerate(zip(clips, times, strict=True)):
+        out[i, : c.shape[0]], tt[i, : c.shape[0]], mask[i, : c.shape[0]] = c, span, True
+    return ClipBatch(out, tt, mask)
+
+
+@torch.inference_mode()
+def fusion_scores(
+    model: CoLLAP, texts: TextCache, index: Sequence[int], songs: ClipBatch
+) -> torch.Tensor:
+    dev = model.device
+    batch = songs.to(dev)
+    rows = []
+    for i in range(0, len(index), _TEXT_CHUNK):
+        emb = model.text_encoder(texts.states(index[i : i + _TEXT_CHUNK]))
+        rows.append(model.fusion(emb, batch).scores.float().cpu())
+    return torch.cat(rows)
+
+
+@torch.inference_mode()
+def mean_pool_scores(
+    model: CoLLAP, texts: TextCache, index: Sequence[int], songs: ClipBatch
+) -> torch.Tensor:
+    pooled = (songs.clips * songs.mask[..., None]).sum(1) / songs.mask.sum(1, keepdim=True)
+    pooled = F.normalize(pooled, dim=-1)
+    rows = []
+    for i in range(0, len(index), 256):
+        emb = model.text_encoder(texts.states(index[i : i + 256]))
+        rows.append(emb.sentence.float().cpu() @ pooled.T)
+    return torch.cat(rows)
+
+
+@dataclass
+class EvalTexts:
+    texts: list[str]
+    song: list[int]  # song index of each text
+    kind: list[str]  # "caption" or "query"
+
+
+def collect_texts(entries: Sequence[Any]) -> EvalTexts:
+    out = EvalTexts([], [], [])
+    for s, e in enumerate(entries):
+        out.texts.append(e.caption)
+        out.song.append(s)
+        out.kind.append("caption")
+        for q in e.queries:
+            out.texts.append(q)
+            out.song.append(s)
+            out.kind.append("query")
+    return out
+
+
+def timed_sentences(entries: Sequence[Any]) -> list[tuple[int, str, float]]:
+    """(song, sentence, seconds) for caption sentences that state a time (m:ss)."""
+    out = []
+    for s, e in enumerate(entries):
+        for sentence in re.split(r"(?<=[.;!?])\s+", e.caption):
+            found = _TIME.findall(sentence)
+            if len(found) == 1:
+                m, sec = found[0]
+                t = int(m) * 60 + int(sec)
+                if t > 0:
+                    out.append((s, sentence, float(t)))
+    return out
+
+
+@torch.inference_mode()
+def localisation(
+    model: CoLLAP, songs: ClipBatch, cache: TextCache, items: list[tuple[int, str, float]]
+) -> dict[str, float]:
+    hits, chance = [], []
+    for k, (s, _, t) in enumerate(items):
+        n = int(songs.mask[s].sum())
+        one = ClipBatch(
+            songs.clips[s : s + 1, :n], songs.clip_times[s : s + 1, :n], songs.mask[s : s + 1, :n]
+        )
+        emb = model.text_encoder(cache.states([k]))
+        weights = model.fusion(emb, one.to(model.device)).clip_weights[0, 0].cpu()
+        starts = one.clip_times[0, :, 0]
+        target = int(torch.nonzero(starts <= t).max()) if bool((starts <= t).any()) else 0
+        hits.append(abs(int(weights.argmax()) - target) <= 1)
+        chance.append(min(n, 3 if 0 < target < n - 1 else 2) / n)
+    return {
+        "sentences": len(items),
+        "fusion": float(np.mean(hits)) if hits else 0.0,
+        "uniform_chance": float(np.mean(chance)) if chance else 0.0,
+    }
+
+
+def evaluate(model: CoLLAP, manifest: Path, cache_dir: Path, seed: int = 0) -> dict[str, Any]:
+    from collap_model.synth.dataset import read_manifest
+
+    entries = read_manifest(manifest)
+    model.eval()
+    songs = embed_songs(model, audio_cache(model, [e.audio_path for e in entries], cache_dir, None))
+    texts = collect_texts(entries)
+    tcache = text_cache(model, texts.texts, cache_dir)
+    all_idx = list(range(len(texts.texts)))
+    full = {
+        "fusion": fusion_scores(model, tcache, all_idx, songs),
+        "mean_pool": mean_pool_scores(model, tcache, all_idx, songs),
+        "random": torch.rand(
+            len(all_idx), songs.clips.shape[0], generator=torch.Generator().manual_seed(seed)
+        ),
+    }
+    result: dict[str, Any] = {}
+    for name, scores in full.items():
+        part: dict[str, Any] = {}
+        for kind, label in (("caption", "captions"), ("query", "queries")):
+            rows = [i for i in all_idx if texts.kind[i] == kind]
+            if rows:
+                part[label] = both_ways(scores[rows], [texts.song[i] for i in rows])
+        headline = part.get("queries") or part["captions"]
+        result[name] = {**headline, **part}
+    items = timed_sentences(entries)
+    if items:
+        result["localisation"] = localisation(
+            model, songs, text_cache(model, [x[1] for x in items], cache_dir), items
+        )
+    result["songs"] = len(entries)
+    result["texts"] = {
+        "captions": texts.kind.count("caption"),
+        "queries": texts.kind.count("query"),
+    }
+    result["fingerprint"] = model.fingerprint
+    return result

@@ -1,0 +1,209 @@
+"""The training recipe: contrastive pairs (song, caption or query) from a manifest.
+
+Audio and (frozen-backbone) text features are cached once; each step samples B songs and one
+text per song (the long caption with probability `caption_prob`, else one of its short
+queries), embeds the songs' clips with the audio encoder, and minimises the CoLLAP loss.
+Everything random is seeded per step, and the state is saved every `eval_every` steps, so an
+interrupted run resumes where it stopped and ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from collap_model.checkpoint import load_model, save_checkpoint
+from collap_model.model import CoLLAP, TrainingBatch
+from collap_model.training.cache import AudioCache, TextCache, audio_cache, text_cache
+from collap_model.training.evaluate import both_ways, embed_songs, fusion_scores
+
+log = logging.getLogger("collap.train")
+STATE_FILE = "train_state.pt"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    preset: str = "collap-mini"  # model to train (a preset name)
+    steps: int = 1500  # optimiser steps
+    batch: int = 32  # songs per step (each with one text)
+    lr: float = 2e-3  # peak learning rate (AdamW), cosine decay after warm-up
+    warmup: int = 100  # linear warm-up steps
+    weight_decay: float = 0.01
+    caption_prob: float = 0.3  # chance a song's text is its long caption, else a short query
+    val_songs: int = 50  # songs held out of training for the validation recall
+    eval_every: int = 250  # steps between validation, logging of recall, and state saves
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class Data:
+    audio: AudioCache
+    texts: TextCache
+    captions: list[int]  # text index of each song's caption
+    queries: list[list[int]]  # text indices of each song's queries
+
+
+def prepare(model: CoLLAP, manifest: Path, cache_dir: Path) -> Data:
+    from collap_model.synth.dataset import read_manifest
+
+    entries = read_manifest(manifest)
+    if len(entries) < 4:
+        raise ValueError(f"{manifest}: {len(entries)} songs; training needs at least 4")
+    cap = model.config.frontend.max_seconds
+    audio = audio_cache(model, [e.audio_path for e in entries], cache_dir, cap)
+    texts: list[str] = []
+    captions: list[int] = []
+    queries: list[list[int]] = []
+    for e in entries:
+        captions.append(len(texts))
+        texts.append(e.caption)
+        queries.append(list(range(len(texts), len(texts) + len(e.queries))))
+        texts.extend(e.queries)
+    return Data(audio, text_cache(model, texts, cache_dir), captions, queries)
+
+
+def make_batch(
+    data: Data, songs: list[int], rng: np.random.Generator, caption_prob: float
+) -> TrainingBatch:
+    feats, masks, times, counts, text_idx = [], [], [], [], []
+    for s in songs:
+        f, m, t = data.audio.song(s)
+        feats.append(np.asarray(f, dtype=np.float32))
+        masks.append(np.asarray(m))
+        times.append(np.asarray(t))
+        counts.append(len(t))
+        qs = data.queries[s]
+        text_idx.append(
+            data.captions[s] if not qs or rng.random() < caption_prob else int(rng.choice(qs))
+        )
+    return TrainingBatch(
+        texts=data.texts.states(text_idx),
+        features=torch.from_numpy(np.concatenate(feats)),
+        feature_mask=torch.from_numpy(np.concatenate(masks)),
+        clip_times=torch.from_numpy(np.concatenate(times)),
+        clip_counts=counts,
+    )
+
+
+def lr_at(step: int, recipe: Recipe) -> float:
+    if step < recipe.warmup:
+        return recipe.lr * (step + 1) / recipe.warmup
+    progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+    return recipe.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def validate(model: CoLLAP, data: Data, songs: list[int]) -> dict[str, float]:
+    model.eval()
+    sub = AudioCache(*_subset(data.audio, songs))
+    batch = embed_songs(model, sub)
+    idx = [q for s in songs for q in data.queries[s]] or [data.captions[s] for s in songs]
+    owner = [i for i, s in enumerate(songs) for _ in (data.queries[s] or [0])]
+    metrics = both_ways(fusion_scores(model, data.texts, idx, batch), owner)["text_to_audio"]
+    model.train()
+    return metrics
+
+
+def _subset(
+    cache: AudioCache, songs: list[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    parts = [cache.song(s) for s in songs]
+    offsets = np.cumsum([0] + [len(p[2]) for p in parts]).astype(np.int64)
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]), offsets)  # fmt: skip
+
+
+def train(
+    manifest: Path, out: Path, recipe: Recipe, stop_after: int | None = None
+) -> dict[str, Any]:
+    """Train (or resume) into `out`; returns the validation history and timings.
+
+    stop_after: run at most this many steps now (the state is saved), to continue later.
+    """
+    began = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(recipe.seed)
+    model = load_model(recipe.preset, device=recipe.device)
+    data = prepare(model, manifest, out / "cache")
+    n = len(data.audio)
+    val = list(range(n - min(recipe.val_songs, n // 5), n))
+    train_songs = list(range(val[0])) if val else list(range(n))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    start = 0
+    state_path = out / STATE_FILE
+    if state_path.exists():
+        state = torch.load(state_path, map_location=model.device, weights_only=False)
+        if state["recipe"] != asdict(recipe):
+            raise ValueError(
+                f"{state_path} was written by another recipe; use a new --out or the same options"
+            )
+        model.load_state_dict(state["model"], strict=False)
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+        log.info("resuming at step %d", start)
+    model.train()
+    history: list[dict[str, float]] = []
+    prepared = time.monotonic()
+    tick = time.monotonic()
+    end = recipe.steps if stop_after is None else min(recipe.steps, start + stop_after)
+    for step in range(start, end):
+        rng = np.random.default_rng([recipe.seed, step])
+        torch.manual_seed(recipe.seed * 1_000_003 + step)  # dropout too: a resumed run matches
+        songs = [
+            int(s)
+            for s in rng.choice(
+                train_songs, size=min(recipe.batch, len(train_songs)), replace=False
+            )
+        ]
+        batch = make_batch(data, songs, rng, recipe.caption_prob)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, recipe)
+        output = model(batch)
+        opt.zero_grad(set_to_none=True)
+        output.loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if (step + 1) % 25 == 0:
+            log.info(
+                "step %d/%d loss %.3f (fusion %.3f, global %.3f) %.2f s/step",
+                step + 1, recipe.steps, output.loss.item(), output.fusion_loss.item(),
+                output.global_loss.item(), (time.monotonic() - tick) / 25,
+            )  # fmt: skip
+            tick = time.monotonic()
+        if (step + 1) % recipe.eval_every == 0 or step + 1 in (recipe.steps, end):
+            metrics = validate(model, data, val) if val else {}
+            history.append({"step": step + 1, "loss": output.loss.item(), **metrics})
+            log.info("step %d validation %s", step + 1, json.dumps(metrics))
+            state = {
+                "model": model.owned_state(),
+                "optimizer": opt.state_dict(),
+                "step": step + 1,
+                "recipe": asdict(recipe),
+            }
+            torch.save(state, state_path)
+    if end < recipe.steps:
+        log.info("stopped at step %d of %d; run again to continue", end, recipe.steps)
+        return {"stopped_at": end, "steps": recipe.steps, "history": history}
+    model.eval()
+    model.trained = True
+    save_checkpoint(model, out)
+    report = {
+        "fingerprint": model.fingerprint,
+        "steps": recipe.steps,
+        "train_songs": len(train_songs),
+        "val_songs": len(val),
+        "history": history,
+        "prepare_seconds": prepared - began,
+        "train_seconds": time.monotonic() - prepared,
+    }
+    (out / "train_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

@@ -1,0 +1,86 @@
+"""The recipe end to end on a tiny synthetic dataset: train, resume, evaluate (CPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from collap_model.training.evaluate import both_ways, retrieval_metrics, timed_sentences
+from collap_model.training.train import Recipe, train
+from tests.collap_model.test_synth import TIMGM, needs_fluidsynth
+
+METRICS = {"R@1", "R@5", "R@10", "MedR", "mAP"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from collap_model.synth.dataset import generate_dataset
+
+    out = tmp_path_factory.mktemp("tiny-data")
+    generate_dataset(out, 6, seed=11, soundfont=TIMGM, min_seconds=30, max_seconds=34, jobs=2)
+    return out
+
+
+def test_metrics_on_known_rankings() -> None:
+    scores = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.1, 0.8], [0.5, 0.6, 0.1]])
+    m = retrieval_metrics(scores, [{0}, {1}, {1}])
+    assert m["R@1"] == pytest.approx(2 / 3)
+    assert m["MedR"] == 1.0 and m["R@5"] == 1.0
+    assert m["mAP"] == pytest.approx((1 + 1 / 3 + 1) / 3)
+    both = both_ways(scores, [0, 1, 1])
+    assert set(both) == {"text_to_audio", "audio_to_text"}
+    assert both["audio_to_text"]["mAP"] == pytest.approx((1 + (1 / 1 + 2 / 3) / 2) / 2)
+
+
+@needs_fluidsynth
+def test_train_resumes_to_the_same_weights(dataset: Path, tmp_path: Path) -> None:
+    recipe = Recipe(steps=4, batch=4, eval_every=2, val_songs=1, lr=1e-3, device="cpu")
+    straight = train(dataset / "manifest.jsonl", tmp_path / "a", recipe)
+    stopped = train(dataset / "manifest.jsonl", tmp_path / "b", recipe, stop_after=2)
+    assert stopped["stopped_at"] == 2 and not (tmp_path / "b" / "model.safetensors").exists()
+    resumed = train(dataset / "manifest.jsonl", tmp_path / "b", recipe)
+    assert resumed["fingerprint"] == straight["fingerprint"]
+    meta = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert meta["trained"] is True and meta["fingerprint"] == straight["fingerprint"]
+    assert [h["step"] for h in straight["history"]] == [2, 4]
+    with pytest.raises(ValueError, match="another recipe"):
+        train(
+            dataset / "manifest.jsonl",
+            tmp_path / "b",
+            Recipe(steps=5, batch=4, eval_every=2, val_songs=1, device="cpu"),
+        )
+
+
+@needs_fluidsynth
+def test_eval_json_reports_fusion_and_baselines(dataset: Path, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "collap_model.cli", "eval", "collap-mini", str(dataset), "--json",
+         "--cache", str(tmp_path / "cache"), "--device", "cpu"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    for scorer in ("fusion", "mean_pool", "random"):
+        for direction in ("text_to_audio", "audio_to_text"):
+            m = result[scorer][direction]
+            assert set(m) == METRICS
+            assert (
+                0 <= m["R@1"] <= m["R@5"] <= m["R@10"] <= 1 and 0 < m["mAP"] <= 1 and m["MedR"] >= 1
+            )
+        assert set(result[scorer]) >= {"captions", "queries"}
+    assert result["songs"] == 6 and result["texts"]["captions"] == 6
+    loc = result["localisation"]
+    assert loc["sentences"] > 0 and 0 <= loc["fusion"] <= 1 and 0 < loc["uniform_chance"] <= 1
+
+
+def test_timed_sentences_parse_caption_times() -> None:
+    class E:
+        caption = "Piano. The verse arrives at 0:16, with bass. At 1:05 drums enter; an outro."
+
+    items = timed_sentences([E()])  # type: ignore[list-item]
+    assert [(s, t) for s, _, t in items] == [(0, 16.0), (0, 65.0)]
