@@ -45,10 +45,10 @@ def run() -> str:
         audio = FILES * SECONDS
         decode_s = decode_only(files, model.sample_rate)
         settings = Settings(data_dir=Path(tmp) / "data", _env_file=None)  # type: ignore[call-arg]
-        handle = ModelHandle(settings, loader=lambda: model)
+        handle = ModelHandle(settings, model=model)
         first = service.index(settings, [root], model=handle)
         start = time.perf_counter()
-        second = service.index(settings, [root], model=ModelHandle(settings, loader=lambda: model))
+        second = service.index(settings, [root], model=ModelHandle(settings, model=model))
         second_s = time.perf_counter() - start
     assert first.indexed == FILES and second.unchanged == FILES
     decode_rate = audio / decode_s

@@ -22,6 +22,7 @@ from pathlib import Path
 BENCHMARKS = {
     "encoder": "benchmarks.encoder",
     "indexing": "benchmarks.indexing",
+    "retrieval": "benchmarks.retrieval",
 }
 OUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = """# Benchmarks

@@ -198,7 +198,11 @@ class CoLLAP(nn.Module):
             clip_batch = ClipBatch(clips, times, mask)
             text = self.text_encoder(batch.texts)
             songs = self.song_pool(clip_batch).float()  # (B, D)
-            fused = self.fusion(text, clip_batch).scores.float()  # (B, B)
+            # one text at a time, each at its own length: a batch mixing long captions and
+            # short queries would otherwise pad every text to the longest caption
+            fused = torch.cat(
+                [self.fusion(text.select(i), clip_batch).scores for i in range(len(text))]
+            ).float()
         fusion_logits = self.fusion_scale(fused)
         global_logits = self.global_scale(text.sentence.float() @ songs.T)
         fusion_loss = info_nce(fusion_logits)

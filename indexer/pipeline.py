@@ -76,24 +76,25 @@ class _Job:
 class ModelHandle:
     """The model, loaded on first use (a run with nothing to embed never loads it)."""
 
-    def __init__(self, settings: Settings, loader: Callable[[], CoLLAP] | None = None) -> None:
+    def __init__(self, settings: Settings, model: CoLLAP | None = None) -> None:
         from collap_model.registry import peek_model
 
         self.settings = settings
         self.config: ModelConfig
-        self.config, recorded = peek_model(settings.model)
-        self._loader = loader
-        self._model: CoLLAP | None = None
+        # a model handed in (tests, benchmarks, a worker's loaded model) is authoritative
+        self._model: CoLLAP | None = model
+        recorded: str | None
+        if model is not None:
+            self.config, recorded = model.config, model.fingerprint
+        else:
+            self.config, recorded = peek_model(settings.model)
         self.fingerprint = recorded if recorded is not None else self.get().fingerprint
 
     def get(self) -> CoLLAP:
         if self._model is None:
-            if self._loader is not None:
-                model = self._loader()
-            else:
-                from collap_model.checkpoint import load_model
+            from collap_model.checkpoint import load_model
 
-                model = load_model(self.settings.model, device=self.settings.device)
+            model = load_model(self.settings.model, device=self.settings.device)
             fp = getattr(self, "fingerprint", None)
             if fp is not None and model.fingerprint != fp:
                 raise StoreError(

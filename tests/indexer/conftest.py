@@ -20,8 +20,6 @@ def index(model) -> Callable[..., IndexSummary]:  # type: ignore[no-untyped-def]
     """Run an indexing pass with the session's model (loaded once for the whole suite)."""
 
     def run(settings: Settings, *paths: Path) -> IndexSummary:
-        return service.index(
-            settings, list(paths), model=ModelHandle(settings, loader=lambda: model)
-        )
+        return service.index(settings, list(paths), model=ModelHandle(settings, model=model))
 
     return run

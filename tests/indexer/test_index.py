@@ -181,7 +181,7 @@ def test_a_new_model_builds_a_new_collection_and_switches(
     changed = load_model(device="cpu")
     with torch.no_grad():
         changed.song_pool.w_s.bias.add_(0.01)
-    run = service.index(settings, [music], model=ModelHandle(settings, loader=lambda: changed))
+    run = service.index(settings, [music], model=ModelHandle(settings, model=changed))
     assert run.collection != first.collection and run.alias_switched
     assert run.indexed == 2  # both catalogs of the old collection were rebuilt
     status = service.status(settings)
