@@ -15,24 +15,22 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from collap_model.config import ConfigError, ModelConfig, load_preset, preset_names
+from collap_model.config import ConfigError, ModelConfig
 from collap_model.model import CoLLAP
 from collap_model.registry import (
     CONFIG_FILE,
-    DEFAULT_MODEL,
     FORMAT_VERSION,
     INIT_SEED,
     WEIGHTS_FILE,
     CheckpointError,
-    read_checkpoint_config,
-    shipped_weights_dir,
+    locate_model,
 )
 
 __all__ = ["CheckpointError", "load_model", "resolve_device", "save_checkpoint"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """ "auto" -> cuda when available, else cpu; "cpu"/"cuda"/"cuda:N" as given."""
+    """`auto`: cuda when available, else cpu; "cpu"/"cuda"/"cuda:N" as given."""
     if isinstance(device, torch.device):
         return device
     match device:
@@ -105,20 +103,8 @@ def load_model(
     is refused with a message naming the differing fields.
     """
     target = resolve_device(device)
-    name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
-    directory: Path | None
-    if name in preset_names():
-        directory = shipped_weights_dir(name)
-        stored = load_preset(name) if directory is None else read_checkpoint_config(directory)[0]
-        trained = directory is not None and read_checkpoint_config(directory)[1]
-    else:
-        directory = Path(name).expanduser()
-        if not directory.is_dir():
-            raise CheckpointError(
-                f"no model {name!r}: not a preset ({', '.join(preset_names())}) "
-                "nor a checkpoint directory"
-            )
-        stored, trained = read_checkpoint_config(directory)
+    source = locate_model(name_or_path)
+    name, directory, stored, trained = source.name, source.directory, source.config, source.trained
     if config is not None and config.architecture() != stored.architecture():
         diff = _differences(stored.architecture(), config.architecture())
         raise CheckpointError(

@@ -7,6 +7,7 @@ building it, so a run with nothing to embed never loads the model.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -49,13 +50,24 @@ def read_checkpoint_config(directory: Path) -> tuple[ModelConfig, bool]:
     return config, bool(meta.get("trained", False))
 
 
-def peek_model(name_or_path: str | Path | None) -> tuple[ModelConfig, str | None]:
-    """The config of a model and its recorded fingerprint (None when it must be computed)."""
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from and what its checkpoint records (nothing built)."""
+
+    name: str
+    directory: Path | None  # checkpoint folder; None: a preset without shipped weights
+    config: ModelConfig
+    trained: bool
+    fingerprint: str | None  # recorded in the checkpoint; None when it must be computed
+
+
+def locate_model(name_or_path: str | Path | None) -> ModelSource:
+    """None (the shipped default), a preset name, or a checkpoint directory."""
     name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
     if name in preset_names():
         directory = shipped_weights_dir(name)
         if directory is None:
-            return load_preset(name), None
+            return ModelSource(name, None, load_preset(name), False, None)
     else:
         directory = Path(name).expanduser()
         if not directory.is_dir():
@@ -63,7 +75,12 @@ def peek_model(name_or_path: str | Path | None) -> tuple[ModelConfig, str | None
                 f"no model {name!r}: not a preset ({', '.join(preset_names())}) "
                 "nor a checkpoint directory"
             )
-    config, _ = read_checkpoint_config(directory)
-    meta = json.loads((directory / CONFIG_FILE).read_text())
-    fingerprint = meta.get("fingerprint")
-    return config, str(fingerprint) if fingerprint else None
+    config, trained = read_checkpoint_config(directory)
+    recorded = json.loads((directory / CONFIG_FILE).read_text()).get("fingerprint")
+    return ModelSource(name, directory, config, trained, str(recorded) if recorded else None)
+
+
+def peek_model(name_or_path: str | Path | None) -> tuple[ModelConfig, str | None]:
+    """The config of a model and its recorded fingerprint (None when it must be computed)."""
+    source = locate_model(name_or_path)
+    return source.config, source.fingerprint

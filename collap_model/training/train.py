@@ -32,17 +32,17 @@ STATE_FILE = "train_state.pt"
 @dataclass(frozen=True)
 class Recipe:
     preset: str = "collap-mini"  # model to train (a preset name)
-    steps: int = 1200  # optimiser steps
+    steps: int = 700  # optimiser steps
     batch: int = 32  # songs per step (each with one text)
     lr: float = 2e-3  # peak learning rate (AdamW), cosine decay after warm-up
-    warmup: int = 100  # linear warm-up steps
+    warmup: int = 50  # linear warm-up steps
     weight_decay: float = 0.01
     caption_prob: float = 0.3  # chance a song's text is its long caption, else a short query
     # train on every k-th clip of a song (and its last): with 10 s clips every 5 s, k = 2
     # still covers the whole song and halves the audio encoder's work per step
     clip_stride: int = 2
     val_songs: int = 50  # songs held out of training for the validation recall
-    eval_every: int = 300  # steps between validation, logging of recall, and state saves
+    eval_every: int = 175  # steps between validation, logging of recall, and state saves
     seed: int = 0
     device: str = "auto"
 
