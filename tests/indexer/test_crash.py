@@ -15,19 +15,21 @@ from indexer.settings import Settings
 from indexer.store.edge import EdgeStore
 from tests.indexer.fixtures import write_audio
 
-FILES = 14
+FILES = 20
 
 
 def test_sigkill_mid_run_then_rerun_indexes_everything_once(tmp_path: Path) -> None:
     music = tmp_path / "music"
     for i in range(FILES):
-        write_audio(music / f"{i:02d}.flac", 25.0, seed=i, rate=16_000, channels=1)
+        write_audio(music / f"{i:02d}.flac", 40.0, seed=i, rate=16_000, channels=1)
     data = tmp_path / "data"
     env = {
         **os.environ,
         "INDEXER_DATA_DIR": str(data),
         "INDEXER_UPSERT_BATCH": "1",
         "INDEXER_DECODE_WORKERS": "1",
+        # small model batches and writes: the run lasts long enough to be killed mid-way
+        "INDEXER_CLIP_BATCH": "8",
     }
     cmd = [sys.executable, "-m", "indexer.cli", "index", str(music), "--json"]
     proc = subprocess.Popen(
