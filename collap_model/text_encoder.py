@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from collap_model.clipping import clip_spans_samples
 from collap_model.config import ConfigError, ModelConfig, TextPooling
 from collap_model.outputs import TextEmbedding
 from collap_model.paths import quiet_transformers, resolve_local_dir
@@ -30,13 +31,9 @@ class TextInputError(ValueError):
 
 
 def window_spans(n_tokens: int, size: int, stride: int) -> list[tuple[int, int]]:
-    """Overlapping [start, end) windows of at most `size` tokens covering `n_tokens` tokens."""
-    if n_tokens <= size:
-        return [(0, n_tokens)]
-    starts = list(range(0, n_tokens - size + 1, stride))
-    if starts[-1] + size < n_tokens:
-        starts.append(n_tokens - size)
-    return [(s, s + size) for s in starts]
+    """Overlapping [start, end) windows of at most `size` tokens covering `n_tokens` tokens
+    (the clip rule: a regular grid plus one window aligned to the end)."""
+    return clip_spans_samples(n_tokens, size, stride) or [(0, 0)]
 
 
 def window_owners(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
