@@ -17,10 +17,6 @@ class AudioEmbedding:
     song: Tensor  # (D,) L2-normalised, text-independent song embedding (first-stage ANN)
     clip_times: Tensor  # (N, 2) start and end of each clip in seconds
 
-    @property
-    def duration(self) -> float:
-        return float(self.clip_times[:, 1].max())
-
 
 @dataclass(frozen=True)
 class ClipBatch:

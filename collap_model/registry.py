@@ -34,7 +34,8 @@ def shipped_weights_dir(name: str) -> Path | None:
     return None
 
 
-def read_checkpoint_config(directory: Path) -> tuple[ModelConfig, bool]:
+def read_checkpoint_config(directory: Path) -> tuple[ModelConfig, bool, str | None]:
+    """A checkpoint's config, whether it is trained, and its recorded fingerprint."""
     path = directory / CONFIG_FILE
     try:
         meta = json.loads(path.read_text())
@@ -47,7 +48,8 @@ def read_checkpoint_config(directory: Path) -> tuple[ModelConfig, bool]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION or "config" not in meta:
         raise CheckpointError(f"{path}: not a CoLLAP checkpoint of format {FORMAT_VERSION}")
     config = ModelConfig.from_json(json.dumps(meta["config"]), str(path))
-    return config, bool(meta.get("trained", False))
+    recorded = meta.get("fingerprint")
+    return config, bool(meta.get("trained", False)), str(recorded) if recorded else None
 
 
 @dataclass(frozen=True)
@@ -75,9 +77,7 @@ def locate_model(name_or_path: str | Path | None) -> ModelSource:
                 f"no model {name!r}: not a preset ({', '.join(preset_names())}) "
                 "nor a checkpoint directory"
             )
-    config, trained = read_checkpoint_config(directory)
-    recorded = json.loads((directory / CONFIG_FILE).read_text()).get("fingerprint")
-    return ModelSource(name, directory, config, trained, str(recorded) if recorded else None)
+    return ModelSource(name, directory, *read_checkpoint_config(directory))
 
 
 def peek_model(name_or_path: str | Path | None) -> tuple[ModelConfig, str | None]:

@@ -70,7 +70,6 @@ class _Job:
     queued: int = 0  # clips waiting for the model
     info: dict[str, Any] | None = None
     total_samples: int = 0
-    failed: bool = False
 
 
 class ModelHandle:
@@ -125,6 +124,7 @@ class IndexRun:
         self.target = collection_name(store.alias, model.fingerprint)
         self._pending_points: list[tuple[TrackPoint, _Job]] = []
         self._replaces: dict[str, str] = {}
+        self._files_total = 0
         self._last_publish = 0.0
 
     # ---- the run ----------------------------------------------------------------------------
@@ -173,8 +173,9 @@ class IndexRun:
     # ---- embedding --------------------------------------------------------------------------
     def _embed_all(self, plan: Plan) -> None:
         jobs = {i: _Job(digest, group) for i, (digest, group) in enumerate(plan.embed.items())}
+        self._files_total = sum(len(j.files) for j in jobs.values())
         if self.progress is not None:
-            self.progress.start(sum(len(j.files) for j in jobs.values()))
+            self.progress.start(self._files_total)
         if not jobs:
             return
         fe = self.model.config.frontend
@@ -223,11 +224,10 @@ class IndexRun:
                 if job.queued == 0:
                     self._finish(job_id, jobs, model, open_jobs)
             elif kind == "failed":
-                job.failed = True
                 queue[:] = [q for q in queue if q[0] != job_id]
                 self._fail(job, msg[2])
                 open_jobs.discard(job_id)
-                self._tick(jobs, open_jobs)
+                self._tick()
         self._flush_points()
 
     def _embed(
@@ -281,7 +281,7 @@ class IndexRun:
         open_jobs.discard(job_id)
         if len(self._pending_points) >= self.settings.upsert_batch:
             self._flush_points()
-        self._tick(jobs, open_jobs)
+        self._tick()
 
     def _payload(self, job: _Job, info: dict[str, Any], times: Any) -> dict[str, Any]:
         first = job.files[0]
@@ -328,21 +328,16 @@ class IndexRun:
             self.summary.failed += 1
         log.info("failed: %s: %s", job.files[0].path, reason)
 
-    def _tick(self, jobs: dict[int, _Job], open_jobs: set[int]) -> None:
-        done = sum(len(j.files) for i, j in jobs.items() if i not in open_jobs)
+    def _tick(self) -> None:
+        # files leave the embedding phase either written (indexed) or failed
+        done = self.summary.indexed + self.summary.failed
         if self.progress is not None:
             self.progress.update(done, self.summary.audio_seconds)
         now = time.monotonic()
         if self.publish is not None and now - self._last_publish > 1.0:
             self._last_publish = now
-            self.publish(
-                {
-                    "state": "indexing",
-                    "files_done": done,
-                    "files_total": sum(len(j.files) for j in jobs.values()),
-                    **self.summary.as_dict(),
-                }
-            )
+            status = {"state": "indexing", "files_done": done, "files_total": self._files_total}
+            self.publish({**status, **self.summary.as_dict()})
 
 
 def _files_payload(files: list[TrackFile]) -> dict[str, Any]:

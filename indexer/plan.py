@@ -27,7 +27,6 @@ class Plan:
     touched_failures: list[CatalogFile] = field(default_factory=list)
     cleared_failures: list[str] = field(default_factory=list)
     removed: int = 0  # paths gone from disk (or changed away) that left the index
-    hashes: dict[str, str] = field(default_factory=dict)  # path -> content hash, when computed
     # path -> the point holding its old content; detached once the new content is written, so
     # an interrupted run never leaves the path unindexed
     replaces: dict[str, str] = field(default_factory=dict)
@@ -86,7 +85,6 @@ def plan_changes(
             plan.skipped_failed += 1
             continue
         digest = hasher(f.path)
-        plan.hashes[f.path] = digest
         if failed is not None:
             if failed.content_hash == digest:
                 plan.touched_failures.append(f)

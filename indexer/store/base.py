@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -97,8 +97,6 @@ class StoredTrack:
     payload: dict[str, Any]
     song: list[float] | None = None
     clips: list[list[float]] | None = None
-    score: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def record_of(pid: str, payload: dict[str, Any]) -> TrackRecord:
