@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -42,6 +43,22 @@ class ClipBatch:
             times[i, :k] = s.clip_times.to(dev, torch.float32)
             mask[i, :k] = True
         return ClipBatch(clips, times, mask)
+
+    @staticmethod
+    def of_arrays(clips: Sequence[np.ndarray], times: Sequence[np.ndarray]) -> ClipBatch:
+        """Per-song clips (N_i, D) and times (N_i, 2) as float32 arrays -> a padded batch."""
+        if not clips:
+            raise ValueError("ClipBatch.of_arrays needs at least one song")
+        n = max(c.shape[0] for c in clips)
+        padded = np.zeros((len(clips), n, clips[0].shape[1]), dtype=np.float32)
+        padded_times = np.zeros((len(clips), n, 2), dtype=np.float32)
+        mask = np.zeros((len(clips), n), dtype=bool)
+        for i, (c, t) in enumerate(zip(clips, times, strict=True)):
+            padded[i, : c.shape[0]], padded_times[i, : c.shape[0]] = c, t
+            mask[i, : c.shape[0]] = True
+        return ClipBatch(
+            torch.from_numpy(padded), torch.from_numpy(padded_times), torch.from_numpy(mask)
+        )
 
     def to(self, device: torch.device | str) -> ClipBatch:
         return ClipBatch(self.clips.to(device), self.clip_times.to(device), self.mask.to(device))

@@ -78,6 +78,119 @@ def _cmd_failures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _waiting(settings: Any) -> Any:
+    def say(owner: dict[str, Any] | None) -> None:
+        from indexer.lock import busy_message
+
+        sys.stderr.write(f"waiting: {busy_message(settings.data_dir, owner)}\n")
+
+    return say
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from indexer import service
+    from indexer.search import QueryError, parse_filters
+
+    settings = _settings()
+    where = parse_filters(args.filter)  # a bad filter fails before the model loads
+    if not args.text.strip():
+        raise QueryError("the query is empty")
+    filters = {k: v for k, v in asdict(where).items() if v is not None}
+    hits = service.find(
+        settings,
+        lambda s: s.search(args.text, args.limit, where),
+        lambda r: r.post("/search", {"query": args.text, "limit": args.limit, "filters": filters}),
+        on_wait=_waiting(settings),
+    )
+    _print_hits(hits, args.json)
+    return 0
+
+
+def _cmd_similar(args: argparse.Namespace) -> int:
+    import uuid
+    from pathlib import Path
+
+    from indexer import service
+    from indexer.scan import content_hash
+    from indexer.search import QueryError
+    from indexer.store.base import point_id
+
+    settings = _settings()
+    target = args.track
+    try:
+        track_id: str | None = str(uuid.UUID(target))
+    except ValueError:
+        track_id = None
+        if not Path(target).is_file():
+            raise QueryError(f"{target!r} is neither a track id nor an audio file") from None
+    if track_id is not None:
+        hits = service.find(
+            settings,
+            lambda s: s.similar(track_id, args.limit),
+            lambda r: r.post("/similar", {"id": track_id, "limit": args.limit}),
+            on_wait=_waiting(settings),
+        )
+    else:
+        hits = service.find(
+            settings,
+            lambda s: s.similar_to_file(target, args.limit),
+            lambda r: r.post(
+                "/similar", {"id": point_id(content_hash(target)), "limit": args.limit}
+            ),
+            on_wait=_waiting(settings),
+        )
+    _print_hits(hits, args.json)
+    return 0
+
+
+def _print_hits(hits: list[dict[str, Any]], as_json: bool) -> None:
+    from pathlib import Path
+
+    if as_json:
+        sys.stdout.write(json.dumps(hits) + "\n")
+        return
+    if not hits:
+        sys.stdout.write("no matching tracks\n")
+        return
+    rows = [("#", "score", "track", "length", "best part", "path")]
+    for rank, h in enumerate(hits, 1):
+        title = h.get("title") or Path(h["path"]).stem
+        name = f"{h['artist']} - {title}" if h.get("artist") else title
+        seg = h["segments"][0] if h.get("segments") else None
+        best = f"{_clock(seg['start'])}-{_clock(seg['end'])}" if seg else ""
+        length = _clock(h["duration"]) if h.get("duration") is not None else ""
+        rows.append((str(rank), f"{h['score']:.3f}", name[:48], length, best, h["path"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        cells = [r[i].ljust(widths[i]) for i in range(5)]
+        sys.stdout.write("  ".join([*cells, r[5]]).rstrip() + "\n")
+
+
+def _clock(seconds: float) -> str:
+    whole = round(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from indexer.api.app import check_bind, create_app
+
+    settings = _settings()
+    updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = settings.model_copy(update=updates)
+    check_bind(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info" if args.verbose else "warning",
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="indexer",
@@ -95,6 +208,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("failures", help="files that could not be indexed, with the reason")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_failures)
+    p = sub.add_parser("query", help="search the index with free text")
+    p.add_argument("text", help='e.g. "slow intro building to a chorus"')
+    p.add_argument("--limit", type=int, default=10, help="hits to show (default 10)")
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="artist=, album=, genre= (exact tag), year=1999 or 1990..1999, "
+        "duration=MIN..MAX (seconds or m:ss), path=FOLDER; repeatable",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON list of hits")
+    p.set_defaults(func=_cmd_query)
+    p = sub.add_parser("similar", help="tracks like an indexed track (id) or an audio file")
+    p.add_argument("track", help="a track id, or the path of an audio file")
+    p.add_argument("--limit", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_similar)
+    p = sub.add_parser("serve", help="the HTTP API (search, similar, tracks, health, metrics)")
+    p.add_argument("--host", help="bind address (default INDEXER_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default INDEXER_PORT, 8000)")
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -23,7 +23,17 @@ from indexer.failures import FailureLog
 from indexer.plan import Plan, plan_changes, track_file
 from indexer.scan import CatalogFile, content_hash, resolve_roots, scan
 from indexer.settings import Settings
-from indexer.store.base import Store, StoreError, TrackFile, TrackPoint, collection_name, point_id
+from indexer.store.base import (
+    CLIP_VECTORS,
+    Store,
+    StoreError,
+    TrackFile,
+    TrackPoint,
+    collection_name,
+    encode_clips,
+    folders_of,
+    point_id,
+)
 
 if TYPE_CHECKING:
     from collap_model.config import ModelConfig
@@ -273,6 +283,7 @@ class IndexRun:
         ).float()
         song = model.pool_song(clips, times).cpu()
         payload = self._payload(job, job.info, times)
+        payload[CLIP_VECTORS] = encode_clips(clips.numpy())
         point = TrackPoint(point_id(job.digest), song.tolist(), clips.tolist(), payload)
         self._pending_points.append((point, job))
         self.summary.indexed += len(job.files)
@@ -341,7 +352,12 @@ class IndexRun:
 
 
 def _files_payload(files: list[TrackFile]) -> dict[str, Any]:
-    return {"path": files[0].path, "root": files[0].root, "files": [f.as_payload() for f in files]}
+    return {
+        "path": files[0].path,
+        "root": files[0].root,
+        "files": [f.as_payload() for f in files],
+        "dirs": folders_of([f.path for f in files]),
+    }
 
 
 def _merge_roots(a: list[Path], b: list[Path]) -> list[Path]:

@@ -11,13 +11,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from indexer.failures import Failure, FailureLog
 from indexer.lock import DataDirLock, StoreBusyError, busy_message, read_json, write_json
 from indexer.pipeline import IndexRun, IndexSummary, ModelHandle, Progress
 from indexer.settings import Settings
 from indexer.store.base import Store
+
+if TYPE_CHECKING:
+    from indexer.search import Hit, Searcher
 
 
 def store_location(settings: Settings) -> str:
@@ -48,6 +51,12 @@ class Session:
     settings: Settings
     store: Store
     failures: FailureLog
+
+    def announce(self, **facts: Any) -> None:
+        """Add facts to owner.json (e.g. the API address other commands can go through)."""
+        if self.settings.embedded:
+            path = self.settings.data_dir / "owner.json"
+            write_json(path, {**(read_json(path) or {}), **facts})
 
     def publish(self, status: dict[str, Any]) -> None:
         if self.settings.embedded:
@@ -123,6 +132,91 @@ def status(settings: Settings) -> dict[str, Any]:
             "failures": count,
             "progress": live,
         }
+
+
+@contextlib.contextmanager
+def searcher(
+    settings: Settings,
+    wait: bool = True,
+    on_wait: Callable[[dict[str, Any] | None], None] | None = None,
+    announce: dict[str, Any] | None = None,
+) -> Iterator[Searcher]:
+    """The loaded model over the open store (embedded: under the data directory's lock)."""
+    from collap_model.checkpoint import load_model
+    from indexer.search import Searcher
+
+    with session(settings, wait=wait, on_wait=on_wait) as s:
+        if announce:
+            s.announce(**announce)
+        model = load_model(settings.model, device=settings.device)
+        yield Searcher(s.store, model, settings.candidates, settings.max_query_chars)
+
+
+def find(
+    settings: Settings,
+    run: Callable[[Searcher], list[Hit]],
+    remote: Callable[[Remote], list[dict[str, Any]]],
+    on_wait: Callable[[dict[str, Any] | None], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run a search here, or through `indexer serve` when that process owns the store."""
+    try:
+        with searcher(settings, wait=False) as s:
+            return [h.as_dict() for h in run(s)]
+    except StoreBusyError:
+        owner = read_json(settings.data_dir / "owner.json") or {}
+        if owner.get("api"):
+            key = settings.api_key.get_secret_value() if settings.api_key else None
+            return remote(Remote(str(owner["api"]), key))
+    with searcher(settings, on_wait=on_wait) as s:
+        return [h.as_dict() for h in run(s)]
+
+
+class Remote:
+    """The search endpoints of a running `indexer serve` (the owner of the embedded store)."""
+
+    def __init__(self, url: str, api_key: str | None) -> None:
+        self.url, self.api_key = url.rstrip("/"), api_key
+
+    def post(self, route: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        import json
+        import urllib.error
+        import urllib.request
+
+        from indexer.search import IndexUnavailable, QueryError
+
+        request = urllib.request.Request(
+            self.url + route,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", **self._key()},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                hits: list[dict[str, Any]] = json.loads(response.read())["hits"]
+                return hits
+        except urllib.error.HTTPError as err:
+            detail = _detail(err.read())
+            if err.code == 409:
+                raise IndexUnavailable(detail) from None
+            raise QueryError(f"{detail} (through {self.url})") from None
+        except OSError as err:
+            raise StoreBusyError(
+                f"the store is owned by `indexer serve` at {self.url}, which does not answer: {err}"
+            ) from None
+
+    def _key(self) -> dict[str, str]:
+        return {"X-API-Key": self.api_key} if self.api_key else {}
+
+
+def _detail(body: bytes) -> str:
+    import json
+
+    try:
+        detail = json.loads(body)["detail"]
+    except (ValueError, KeyError, TypeError):
+        return body.decode(errors="replace")[:300]
+    if isinstance(detail, list):  # a validation error: say which field and why
+        return "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail)
+    return str(detail)
 
 
 def list_failures(settings: Settings) -> list[Failure]:

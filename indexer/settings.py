@@ -47,6 +47,17 @@ class Settings(BaseSettings):
     # peak amplitude (0..1) under which a whole file counts as silence
     silence_peak: float = Field(1e-3, ge=0)
 
+    # ---- search and the HTTP API ----
+    candidates: int = Field(100, ge=1, le=10_000)  # first-stage tracks re-ranked by fusion
+    # key every API request but the health checks must send in X-API-Key; required to serve
+    # on a non-loopback address
+    api_key: SecretStr | None = None
+    host: str = "127.0.0.1"  # `indexer serve` bind address
+    port: int = Field(8000, ge=0, le=65535)  # `indexer serve` port (0 = any free port)
+    max_query_chars: int = Field(20_000, ge=1)  # longer query texts are refused (4xx)
+    max_limit: int = Field(100, ge=1)  # the most hits one request may ask for
+    max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies are refused (413)
+
     @field_validator("extensions", mode="before")
     @classmethod
     def _split_extensions(cls, value: object) -> object:

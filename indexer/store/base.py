@@ -4,17 +4,24 @@ Schema (one point per track, see ARCHITECTURE.md):
 - id: uuid5 of the file's content hash, so identical content at several paths is one point and
   the id is the same on every machine and run;
 - named vectors `song` (dense, cosine, HNSW) and `clips` (multivector, cosine MaxSim, no graph);
-- payload: PAYLOAD_FIELDS below, plus `files`, the paths holding this content;
+- payload: the fields of PAYLOAD_INDEXES below and the file's facts, plus `files` (every path
+  holding this content), `dirs` (every folder above those paths, for path-prefix filters) and
+  `clip_vectors` (the clips again, float16, base64: re-ranking reads a candidate's clips from
+  the payload because turning a multivector into Python lists costs ~1 ms per track);
 - collections are named `<alias>-<fingerprint>`; the alias points at the complete one.
 """
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import PurePath
 from typing import Any, Protocol
+
+import numpy as np
 
 # a fixed namespace so that ids are deterministic across machines
 ID_NAMESPACE = uuid.UUID("6f0c1d1e-4c3b-5a8e-9d52-8a3f0e6c2b71")
@@ -32,6 +39,7 @@ class FieldType(StrEnum):
 PAYLOAD_INDEXES: dict[str, FieldType] = {
     "path": FieldType.KEYWORD,
     "root": FieldType.KEYWORD,
+    "dirs": FieldType.KEYWORD,
     "artist": FieldType.KEYWORD,
     "album": FieldType.KEYWORD,
     "genre": FieldType.KEYWORD,
@@ -40,6 +48,10 @@ PAYLOAD_INDEXES: dict[str, FieldType] = {
     "year": FieldType.INTEGER,
     "duration": FieldType.FLOAT,
 }
+
+
+# the payload key holding the float16 copy of the clips, never shown to users
+CLIP_VECTORS = "clip_vectors"
 
 
 class StoreError(RuntimeError):
@@ -52,6 +64,50 @@ def point_id(content_hash: str) -> str:
 
 def collection_name(alias: str, fingerprint: str) -> str:
     return f"{alias}-{fingerprint}"
+
+
+def encode_clips(clips: np.ndarray) -> str:
+    """Clips (N, D) -> base64 of little-endian float16, row-major (the `clip_vectors` field)."""
+    return base64.b64encode(np.ascontiguousarray(clips, dtype="<f2").tobytes()).decode("ascii")
+
+
+def decode_clips(data: str, dim: int) -> np.ndarray:
+    """The `clip_vectors` field -> float32 (N, D)."""
+    return np.frombuffer(base64.b64decode(data), dtype="<f2").reshape(-1, dim).astype(np.float32)
+
+
+def folders_of(paths: Sequence[str]) -> list[str]:
+    """Every folder above the given absolute paths, deduplicated, shortest first."""
+    out: set[str] = set()
+    for path in paths:
+        out.update(str(parent) for parent in PurePath(path).parents)
+    return sorted(out, key=lambda d: (len(d), d))
+
+
+@dataclass(frozen=True)
+class TrackFilter:
+    """Conditions on the payload for the first stage; None means no condition."""
+
+    artist: str | None = None  # exact match, as tagged
+    album: str | None = None
+    genre: str | None = None
+    year_min: int | None = None  # inclusive
+    year_max: int | None = None
+    duration_min: float | None = None  # seconds, inclusive
+    duration_max: float | None = None
+    folder: str | None = None  # absolute folder: tracks with a file under it
+
+    def is_empty(self) -> bool:
+        return all(v is None for v in vars(self).values())
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A first-stage hit: id, similarity of the song vector, payload."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -145,5 +201,10 @@ class Store(Protocol):
     ) -> list[StoredTrack]: ...
 
     def count(self, name: str) -> int: ...
+
+    def search(
+        self, name: str, vector: Sequence[float], limit: int, where: TrackFilter | None = None
+    ) -> list[Candidate]:
+        """Nearest `song` vectors (cosine) passing `where`, best first, with full payloads."""
 
     def close(self) -> None: ...

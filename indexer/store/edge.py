@@ -21,9 +21,11 @@ from indexer.store.base import (
     PAYLOAD_INDEXES,
     RECORD_FIELDS,
     SONG,
+    Candidate,
     FieldType,
     StoredTrack,
     StoreError,
+    TrackFilter,
     TrackPoint,
     TrackRecord,
     record_of,
@@ -167,8 +169,43 @@ class EdgeStore:
     def count(self, name: str) -> int:
         return int(self._shard(name).count(qe.CountRequest(exact=True)))
 
+    def search(
+        self, name: str, vector: Sequence[float], limit: int, where: TrackFilter | None = None
+    ) -> list[Candidate]:
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(list(vector), using=SONG),
+            filter=_filter(where),
+            with_vector=False,
+            with_payload=True,
+        )
+        hits = self._shard(name).query(request)
+        return [Candidate(str(h.id), float(h.score), dict(h.payload or {})) for h in hits]
+
     def close(self) -> None:
         for shard in self._shards.values():
             shard.flush()
             shard.close()
         self._shards.clear()
+
+
+def _filter(where: TrackFilter | None) -> qe.Filter | None:
+    if where is None or where.is_empty():
+        return None
+    must: list[Any] = []
+    for key in ("artist", "album", "genre"):
+        value = getattr(where, key)
+        if value is not None:
+            must.append(qe.FieldCondition(key, match=qe.MatchValue(value)))
+    if where.folder is not None:
+        must.append(qe.FieldCondition("dirs", match=qe.MatchValue(where.folder)))
+    for key, low, high in (
+        ("year", where.year_min, where.year_max),
+        ("duration", where.duration_min, where.duration_max),
+    ):
+        if low is not None or high is not None:
+            bounds = qe.RangeFloat(
+                gte=None if low is None else float(low), lte=None if high is None else float(high)
+            )
+            must.append(qe.FieldCondition(key, range=bounds))
+    return qe.Filter(must=must)

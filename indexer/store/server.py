@@ -14,9 +14,11 @@ from indexer.store.base import (
     PAYLOAD_INDEXES,
     RECORD_FIELDS,
     SONG,
+    Candidate,
     FieldType,
     StoredTrack,
     StoreError,
+    TrackFilter,
     TrackPoint,
     TrackRecord,
     record_of,
@@ -140,5 +142,38 @@ class ServerStore:
     def count(self, name: str) -> int:
         return int(self.client.count(name, exact=True).count)
 
+    def search(
+        self, name: str, vector: Sequence[float], limit: int, where: TrackFilter | None = None
+    ) -> list[Candidate]:
+        result = self.client.query_points(
+            name,
+            query=list(vector),
+            using=SONG,
+            limit=limit,
+            query_filter=_filter(where),
+            with_payload=True,
+            with_vectors=False,
+        )
+        return [Candidate(str(h.id), float(h.score), dict(h.payload or {})) for h in result.points]
+
     def close(self) -> None:
         self.client.close()
+
+
+def _filter(where: TrackFilter | None) -> qm.Filter | None:
+    if where is None or where.is_empty():
+        return None
+    must: list[qm.Condition] = []
+    for key in ("artist", "album", "genre"):
+        value = getattr(where, key)
+        if value is not None:
+            must.append(qm.FieldCondition(key=key, match=qm.MatchValue(value=value)))
+    if where.folder is not None:
+        must.append(qm.FieldCondition(key="dirs", match=qm.MatchValue(value=where.folder)))
+    for key, low, high in (
+        ("year", where.year_min, where.year_max),
+        ("duration", where.duration_min, where.duration_max),
+    ):
+        if low is not None or high is not None:
+            must.append(qm.FieldCondition(key=key, range=qm.Range(gte=low, lte=high)))
+    return qm.Filter(must=must)

@@ -1,0 +1,250 @@
+"""The HTTP API (FastAPI): search, similar tracks, track lookup, health, Prometheus metrics.
+
+`create_app(settings)` builds the app; its lifespan opens the store (the embedded one under the
+data directory's lock) and loads the model once. Handlers are plain `def`s, so FastAPI runs
+them in its thread pool and the event loop never waits on the model or the store.
+
+No `from __future__ import annotations` here: FastAPI reads the handlers' annotations, and the
+request models are built per app from the settings (so the schema states the real limits).
+"""
+
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from indexer.api.schemas import Health, Hits, Problem, Track, request_models
+from indexer.search import IndexUnavailable, QueryError, Searcher, TrackNotFound
+from indexer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="INDEXER_API_KEY")
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "bad request"},
+    401: {"model": Problem, "description": "missing or wrong X-API-Key"},
+    409: {"model": Problem, "description": "the index is empty or was built by another model"},
+    413: {"model": Problem, "description": "request body too large"},
+}
+
+
+class BodyLimit:
+    """Refuse request bodies above `limit` bytes with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+        self.message = f"the request body is over {limit} bytes"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _problem(413, self.message)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _problem(413, self.message)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _problem(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+class Metrics:
+    """Prometheus metrics of one app (its own registry, so several apps can live in a test)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "indexer_http_requests",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "indexer_http_request_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.tracks = Gauge(
+            "indexer_index_tracks", "tracks in the searched collection", registry=self.registry
+        )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    models = request_models(settings)
+    SearchRequest, SimilarRequest = models.search, models.similar
+    metrics = Metrics()
+    key = settings.api_key.get_secret_value().encode() if settings.api_key else None
+    state: dict[str, Searcher] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from indexer import service
+
+        url = f"http://{settings.host}:{settings.port}"
+        with service.searcher(settings, announce={"api": url}) as searcher:
+            state["searcher"] = searcher
+            metrics.tracks.set_function(searcher.size)
+            log.info("serving %s on %s", settings.collection, url)
+            yield
+            state.clear()
+
+    def searcher() -> Searcher:
+        found = state.get("searcher")
+        if found is None:
+            raise HTTPException(503, "the index is not open yet")
+        return found
+
+    def check_key(given: str | None = Depends(API_KEY)) -> None:
+        if key is not None and not hmac.compare_digest((given or "").encode(), key):
+            raise HTTPException(401, "missing or wrong X-API-Key")
+
+    app = FastAPI(
+        title="collap-indexer",
+        version="0.1.0",
+        summary="Search a music catalog by what the music does over time (CoLLAP).",
+        lifespan=lifespan,
+    )
+
+    @app.middleware("http")
+    async def measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        began = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        metrics.requests.labels(request.method, name, str(response.status_code)).inc()
+        metrics.latency.labels(request.method, name).observe(time.perf_counter() - began)
+        return response
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    @app.exception_handler(QueryError)
+    async def bad_query(request: Request, err: QueryError) -> JSONResponse:
+        return _problem(404 if isinstance(err, TrackNotFound) else 400, str(err))
+
+    @app.exception_handler(IndexUnavailable)
+    async def unavailable(request: Request, err: IndexUnavailable) -> JSONResponse:
+        return _problem(409, str(err))
+
+    guarded = [Depends(check_key)]
+    Open = Annotated[Searcher, Depends(searcher)]
+
+    @app.post("/search", response_model=Hits, responses=ERRORS, dependencies=guarded)
+    def search(body: SearchRequest, s: Open) -> dict[str, Any]:  # type: ignore[valid-type]
+        """Free text -> tracks ranked by CoLLAP fusion, with the matching segments."""
+        began = time.perf_counter()
+        where = body.filters.to_filter() if body.filters else None  # type: ignore[attr-defined]
+        hits = s.search(body.query, body.limit, where)  # type: ignore[attr-defined]
+        return {"hits": [h.as_dict() for h in hits], "took_ms": _ms(began)}
+
+    @app.post("/similar", response_model=Hits, responses=ERRORS, dependencies=guarded)
+    def similar(body: SimilarRequest, s: Open) -> dict[str, Any]:  # type: ignore[valid-type]
+        """Tracks most like an indexed track (by id; the API never reads a path it is given)."""
+        began = time.perf_counter()
+        where = body.filters.to_filter() if body.filters else None  # type: ignore[attr-defined]
+        hits = s.similar(str(body.id), body.limit, where)  # type: ignore[attr-defined]
+        return {"hits": [h.as_dict() for h in hits], "took_ms": _ms(began)}
+
+    @app.get(
+        "/tracks/{track_id}",
+        response_model=Track,
+        responses={**ERRORS, 404: {"model": Problem, "description": "no such track"}},
+        dependencies=guarded,
+    )
+    def track(track_id: UUID, s: Open) -> dict[str, Any]:
+        """One indexed track's metadata."""
+        return s.track(str(track_id))
+
+    @app.get("/healthz", response_model=Health)
+    def healthz() -> dict[str, Any]:
+        """The process is up (liveness)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+    def readyz(response: Response) -> dict[str, Any]:
+        """The model is loaded and the index is searchable (readiness)."""
+        s = state.get("searcher")
+        if s is None:
+            response.status_code = 503
+            return {"status": "starting"}
+        try:
+            target = s.collection()
+        except IndexUnavailable as err:
+            response.status_code = 503
+            return {"status": str(err)}
+        return {
+            "status": "ready",
+            "tracks": s.size(),
+            "fingerprint": target.removeprefix(s.store.alias + "-"),
+        }
+
+    @app.get("/metrics", dependencies=guarded, response_class=Response)
+    def prometheus() -> Response:
+        """Prometheus metrics: request counts and latencies by route, index size."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def check_bind(settings: Settings) -> None:
+    """Refuse to serve beyond this machine without an API key."""
+    if settings.api_key is None and not _loopback(settings.host):
+        raise ValueError(
+            f"refusing to serve on {settings.host} without an API key: set INDEXER_API_KEY "
+            "(clients send it in X-API-Key) or bind to 127.0.0.1"
+        )
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _ms(began: float) -> float:
+    return round((time.perf_counter() - began) * 1000, 2)

@@ -1,0 +1,122 @@
+"""Request and response bodies of the HTTP API (pydantic; no torch, so the schema is cheap).
+
+Request models are built from the settings so the OpenAPI schema states the real limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from indexer.settings import Settings
+from indexer.store.base import TrackFilter
+
+Tag = Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class Filters(BaseModel):
+    """First-stage conditions; every field is optional and they combine with AND."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    artist: Tag | None = Field(None, description="exact artist tag")
+    album: Tag | None = Field(None, description="exact album tag")
+    genre: Tag | None = Field(None, description="exact genre tag")
+    year_min: int | None = Field(None, ge=0, le=9999)
+    year_max: int | None = Field(None, ge=0, le=9999)
+    duration_min: float | None = Field(None, ge=0, le=1e6, description="seconds")
+    duration_max: float | None = Field(None, ge=0, le=1e6, description="seconds")
+    folder: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        pattern=r"^/",
+        description="absolute folder of the catalog: tracks with a file under it",
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> Filters:
+        for low, high in ((self.year_min, self.year_max), (self.duration_min, self.duration_max)):
+            if low is not None and high is not None and low > high:
+                raise ValueError("a range's minimum is above its maximum")
+        return self
+
+    def to_filter(self) -> TrackFilter:
+        data = self.model_dump()
+        folder = data.pop("folder")
+        return TrackFilter(**data, folder=(folder.rstrip("/") or "/") if folder else None)
+
+
+@dataclass(frozen=True)
+class RequestModels:
+    search: type[BaseModel]
+    similar: type[BaseModel]
+
+
+def request_models(settings: Settings) -> RequestModels:
+    class SearchRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        query: str = Field(
+            min_length=1,
+            max_length=settings.max_query_chars,
+            pattern=r"\S",
+            description="free text: a short query or a paragraph describing a whole song",
+        )
+        limit: int = Field(10, ge=1, le=settings.max_limit, description="hits to return")
+        filters: Filters | None = None
+
+    class SimilarRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        id: UUID = Field(description="an indexed track id")
+        limit: int = Field(10, ge=1, le=settings.max_limit, description="hits to return")
+        filters: Filters | None = None
+
+    return RequestModels(SearchRequest, SimilarRequest)
+
+
+class SegmentOut(BaseModel):
+    start: float = Field(description="seconds")
+    end: float = Field(description="seconds")
+    score: float = Field(description="share of the track's match weight in this segment (0..1)")
+    similarity: float = Field(description="how well the segment matches (cosine scale)")
+
+
+class HitOut(BaseModel):
+    id: str
+    score: float = Field(description="ranking score (fusion score for search)")
+    first_stage: float = Field(description="song-vector cosine of the first stage")
+    rerank: float = Field(description="the re-ranking score")
+    path: str
+    title: str | None
+    artist: str | None
+    album: str | None
+    duration: float | None
+    segments: list[SegmentOut]
+    files: list[str]
+
+
+class Hits(BaseModel):
+    hits: list[HitOut]
+    took_ms: float
+
+
+class Track(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    path: str | None = None
+
+
+class Problem(BaseModel):
+    detail: Any
+
+
+class Health(BaseModel):
+    status: str
+    tracks: int | None = None
+    fingerprint: str | None = None
