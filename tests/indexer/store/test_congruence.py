@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from indexer.store.base import Store, TrackFile, TrackPoint, point_id
+from indexer.store.base import Store, TrackFile, TrackFilter, TrackPoint, folders_of, point_id
 from indexer.store.edge import EdgeStore
 from indexer.store.server import ServerStore
 
@@ -38,12 +38,13 @@ def vec(seed: int, n: int = DIM) -> list[float]:
 
 def make_point(i: int) -> TrackPoint:
     digest = f"hash-{i}"
-    f = TrackFile(f"/music/{i}.flac", "/music", 1000 + i, 10**18 + i)
+    f = TrackFile(f"/music/{'rock' if i % 2 else 'jazz'}/{i}.flac", "/music", 1000 + i, 10**18 + i)
     return TrackPoint(
         point_id(digest),
         vec(i),
         [vec(i * 10 + k) for k in range(1 + i % 3)],
         {"path": f.path, "root": f.root, "files": [f.as_payload()], "content_hash": digest,
+         "dirs": folders_of([f.path]),
          "n_clips": 1 + i % 3, "artist": f"artist {i % 2}", "year": 1990 + i, "duration": 10.0 + i},
     )  # fmt: skip
 
@@ -68,6 +69,21 @@ def exercise(store: Store) -> dict[str, Any]:
         )
         for t in got
     )
+
+    def ids(hits: list[Any]) -> list[str]:
+        return [h.id for h in hits]
+
+    out["search"] = ids(store.search("tracks-a", vec(3), 5))
+    out["scores"] = [round(h.score, 4) for h in store.search("tracks-a", vec(3), 2)]
+    out["filtered"] = {
+        "artist": ids(store.search("tracks-a", vec(3), 5, TrackFilter(artist="artist 0"))),
+        "years": ids(
+            store.search("tracks-a", vec(3), 5, TrackFilter(year_min=1991, year_max=1993))
+        ),
+        "duration": ids(store.search("tracks-a", vec(3), 5, TrackFilter(duration_min=13.5))),
+        "folder": ids(store.search("tracks-a", vec(3), 5, TrackFilter(folder="/music/rock"))),
+        "none": ids(store.search("tracks-a", vec(3), 5, TrackFilter(genre="polka"))),
+    }
     store.set_payload("tracks-a", pts[0].id, {"path": "/elsewhere/0.flac"})
     (p0,) = store.retrieve("tracks-a", [pts[0].id])
     out["payload"] = (p0.payload["path"], p0.payload["artist"], p0.payload["year"])
@@ -93,6 +109,15 @@ def test_store_operations(backend: str, tmp_path: Path) -> None:
     assert out["count"] == 5
     assert len(out["records"]) == 5 and out["records"][0][3] in (1, 2, 3)
     assert out["payload"] == ("/elsewhere/0.flac", "artist 0", 1990)
+    pid = [p.id for p in (make_point(i) for i in range(5))]
+    assert out["search"][0] == pid[3] and sorted(out["search"]) == sorted(pid)
+    assert out["scores"][0] == pytest.approx(1.0, abs=1e-3) and out["scores"][1] < 1.0
+    f = out["filtered"]
+    assert sorted(f["artist"]) == sorted([pid[0], pid[2], pid[4]])
+    assert sorted(f["years"]) == sorted(pid[1:4])
+    assert f["duration"] == [pid[4]]
+    assert sorted(f["folder"]) == sorted([pid[1], pid[3]])
+    assert f["none"] == []
     assert out["after_delete"] == (3, [])
     assert (out["switch1"], out["switch2"], out["target"]) == (None, "tracks-a", "tracks-b")
     assert out["collections"] == ["tracks-b"]
