@@ -17,6 +17,9 @@ Fusion score f(text, song):
     A_{l,n}  = softmax_n(q_l · k_n / √d)               where in time token l looks
     β_l      = softmax_l(w_β · T_l)                    how much token l matters
     f        = Σ_l β_l Σ_n A_{l,n} S_{l,n}
+First-stage approximation (what an ANN index can search): with flat attention A_{l,n} = 1/N,
+    f_flat = Σ_l β_l u_l · (1/N) Σ_n c_n = ū · c̄,   ū = Σ_l β_l u_l,  c̄ = mean_n c_n
+so the index stores c̄ (unnormalised; dot product) and the query is ū.
 Explanations (where the text matches):
     clip weight  w_n = Σ_l β_l A_{l,n}                 (Σ_n w_n = 1)
     clip score   r_n = Σ_l β_l A_{l,n} S_{l,n} / w_n   (so f = Σ_n w_n r_n)
@@ -95,6 +98,12 @@ class TemporalFusion(nn.Module):
         self.w_k = nn.Linear(d, f.attn_dim)
         self.time = TimeEncoding(f.time_frequencies, f.max_period_seconds, f.attn_dim)
         self.w_beta = nn.Linear(d, 1)
+
+    def flat_query(self, text: TextEmbedding) -> Tensor:
+        """Texts -> ū (B, D): the query vector of f_flat (see the module docstring)."""
+        u = F.normalize(self.w_u(text.tokens), dim=-1)  # (B, L, D)
+        beta = masked_softmax(self.w_beta(text.tokens).squeeze(-1), text.mask, dim=1)  # (B, L)
+        return torch.einsum("bl,bld->bd", beta, u)
 
     def forward(self, text: TextEmbedding, clips: ClipBatch) -> FusionScores:
         t_mask = text.mask  # (Bt, L)

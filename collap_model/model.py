@@ -165,6 +165,16 @@ class CoLLAP(nn.Module):
             emb = self.text_encoder(list(texts))
         return TextEmbedding(emb.tokens.float(), emb.mask, emb.sentence.float())
 
+    def first_stage_query(self, text_emb: TextEmbedding) -> Tensor:
+        """Texts -> (B, D) vectors whose dot product with a song's mean clip approximates the
+        fusion score (exact when attention is flat); what an ANN index searches first."""
+        dev = self.device
+        text = TextEmbedding(
+            text_emb.tokens.to(dev), text_emb.mask.to(dev), text_emb.sentence.to(dev)
+        )
+        with torch.inference_mode():
+            return self.fusion.flat_query(text).float()
+
     # ---- scoring ----------------------------------------------------------------------------
     def score(
         self, text_emb: TextEmbedding, audio_embs: Sequence[AudioEmbedding] | ClipBatch

@@ -1,9 +1,11 @@
 """Search: text -> first stage (ANN on `song`, filters) -> CoLLAP fusion re-rank -> hits.
 
 Two stages because fusion scores every (text, clip) pair: exact over a whole catalog it costs
-O(tracks x clips), so the song vector (trained with the same contrastive objective, see
-collap_model/loss.py) picks `candidates` tracks and fusion orders them and says where in each
-track the text matches (the per-clip weights become segments).
+O(tracks x clips). The first stage searches each track's mean clip with the query vector ū of
+fusion's flat-attention approximation (collap_model/fusion.py: f_flat = ū · c̄), which agrees with
+the full fusion ranking far better than the text-independent song vector does
+(benchmarks/query.py measures the recall); fusion then orders the `candidates` and says where in
+each track the text matches (the per-clip weights become segments).
 
 Similar tracks use the song vector first, then a clip-level re-rank: the symmetric mean of
 best clip matches (Chamfer similarity), so a track that shares whole passages with the query
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from indexer.store.base import (
+    CLIP_MEAN,
     CLIP_VECTORS,
     Candidate,
     Store,
@@ -68,7 +71,7 @@ class Segment:
 class Hit:
     id: str
     score: float  # the ranking score: fusion score (search) or clip-level similarity (similar)
-    first_stage: float  # cosine of the song vector with the query's vector
+    first_stage: float  # first-stage similarity (search: ū · mean clip; similar: song cosine)
     rerank: float  # the re-ranking score (equal to `score`; kept as its own part)
     path: str
     title: str | None
@@ -249,8 +252,9 @@ class Searcher:
         except ValueError as err:  # the model refuses text longer than it can read whole
             raise QueryError(str(err)) from err
         k = max(self.candidates, limit)
+        query = self.model.first_stage_query(emb)[0].cpu().tolist()
         with self._lock:
-            found = self.store.search(target, emb.sentence[0].tolist(), k, where)
+            found = self.store.search(target, query, k, where, using=CLIP_MEAN)
         if not found:
             return []
         clips, times = self._clips_of(target, found)

@@ -89,7 +89,9 @@ class SegmentOut(BaseModel):
 class HitOut(BaseModel):
     id: str
     score: float = Field(description="ranking score (fusion score for search)")
-    first_stage: float = Field(description="song-vector cosine of the first stage")
+    first_stage: float = Field(
+        description="first-stage similarity (search: query . mean clip; similar: song cosine)"
+    )
     rerank: float = Field(description="the re-ranking score")
     path: str
     title: str | None

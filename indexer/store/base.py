@@ -3,7 +3,8 @@
 Schema (one point per track, see ARCHITECTURE.md):
 - id: uuid5 of the file's content hash, so identical content at several paths is one point and
   the id is the same on every machine and run;
-- named vectors `song` (dense, cosine, HNSW) and `clips` (multivector, cosine MaxSim, no graph);
+- named vectors `song` (dense, cosine, HNSW: similar tracks), `clip_mean` (dense, dot, HNSW:
+  the text search's first stage) and `clips` (multivector, cosine MaxSim, no graph);
 - payload: the fields of PAYLOAD_INDEXES below and the file's facts, plus `files` (every path
   holding this content), `dirs` (every folder above those paths, for path-prefix filters) and
   `clip_vectors` (the clips again, float16, base64: re-ranking reads a candidate's clips from
@@ -27,6 +28,9 @@ import numpy as np
 ID_NAMESPACE = uuid.UUID("6f0c1d1e-4c3b-5a8e-9d52-8a3f0e6c2b71")
 SONG = "song"
 CLIPS = "clips"
+# the mean of the clips, unnormalised, searched by dot product: the text search's first stage
+# (fusion's flat-attention approximation, collap_model/fusion.py); derived by the stores on write
+CLIP_MEAN = "clip_mean"
 
 
 class FieldType(StrEnum):
@@ -64,6 +68,10 @@ def point_id(content_hash: str) -> str:
 
 def collection_name(alias: str, fingerprint: str) -> str:
     return f"{alias}-{fingerprint}"
+
+
+def clip_mean(clips: list[list[float]]) -> list[float]:
+    return np.asarray(clips, dtype=np.float32).mean(axis=0).tolist()
 
 
 def encode_clips(clips: np.ndarray) -> str:
@@ -203,8 +211,13 @@ class Store(Protocol):
     def count(self, name: str) -> int: ...
 
     def search(
-        self, name: str, vector: Sequence[float], limit: int, where: TrackFilter | None = None
+        self,
+        name: str,
+        vector: Sequence[float],
+        limit: int,
+        where: TrackFilter | None = None,
+        using: str = SONG,
     ) -> list[Candidate]:
-        """Nearest `song` vectors (cosine) passing `where`, best first, with full payloads."""
+        """Nearest `using` vectors passing `where`, best first, with full payloads."""
 
     def close(self) -> None: ...

@@ -17,6 +17,7 @@ from typing import Any
 import qdrant_edge as qe
 
 from indexer.store.base import (
+    CLIP_MEAN,
     CLIPS,
     PAYLOAD_INDEXES,
     RECORD_FIELDS,
@@ -28,6 +29,7 @@ from indexer.store.base import (
     TrackFilter,
     TrackPoint,
     TrackRecord,
+    clip_mean,
     record_of,
 )
 
@@ -44,6 +46,7 @@ def _config(dim: int) -> qe.EdgeConfig:
     return qe.EdgeConfig(
         vectors={
             SONG: qe.EdgeVectorParams(dim, qe.Distance.Cosine),
+            CLIP_MEAN: qe.EdgeVectorParams(dim, qe.Distance.Dot),
             CLIPS: qe.EdgeVectorParams(
                 dim,
                 qe.Distance.Cosine,
@@ -125,7 +128,7 @@ class EdgeStore:
         if not points:
             return
         shard = self._shard(name)
-        batch = [qe.Point(p.id, {SONG: p.song, CLIPS: p.clips}, p.payload) for p in points]
+        batch = [qe.Point(p.id, _vectors(p), p.payload) for p in points]
         shard.update(qe.UpdateOperation.upsert_points(batch))
         shard.flush()
 
@@ -170,11 +173,16 @@ class EdgeStore:
         return int(self._shard(name).count(qe.CountRequest(exact=True)))
 
     def search(
-        self, name: str, vector: Sequence[float], limit: int, where: TrackFilter | None = None
+        self,
+        name: str,
+        vector: Sequence[float],
+        limit: int,
+        where: TrackFilter | None = None,
+        using: str = SONG,
     ) -> list[Candidate]:
         request = qe.QueryRequest(
             limit=limit,
-            query=qe.Query.Nearest(list(vector), using=SONG),
+            query=qe.Query.Nearest(list(vector), using=using),
             filter=_filter(where),
             with_vector=False,
             with_payload=True,
@@ -187,6 +195,10 @@ class EdgeStore:
             shard.flush()
             shard.close()
         self._shards.clear()
+
+
+def _vectors(p: TrackPoint) -> dict[str, Any]:
+    return {SONG: p.song, CLIP_MEAN: clip_mean(p.clips), CLIPS: p.clips}
 
 
 def _filter(where: TrackFilter | None) -> qe.Filter | None:

@@ -10,6 +10,7 @@ from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from indexer.store.base import (
+    CLIP_MEAN,
     CLIPS,
     PAYLOAD_INDEXES,
     RECORD_FIELDS,
@@ -21,6 +22,7 @@ from indexer.store.base import (
     TrackFilter,
     TrackPoint,
     TrackRecord,
+    clip_mean,
     record_of,
 )
 
@@ -65,6 +67,7 @@ class ServerStore:
             name,
             vectors_config={
                 SONG: qm.VectorParams(size=dim, distance=qm.Distance.COSINE),
+                CLIP_MEAN: qm.VectorParams(size=dim, distance=qm.Distance.DOT),
                 CLIPS: qm.VectorParams(
                     size=dim,
                     distance=qm.Distance.COSINE,
@@ -97,7 +100,11 @@ class ServerStore:
     def upsert(self, name: str, points: Sequence[TrackPoint]) -> None:
         if points:
             structs = [
-                qm.PointStruct(id=p.id, vector={SONG: p.song, CLIPS: p.clips}, payload=p.payload)
+                qm.PointStruct(
+                    id=p.id,
+                    vector={SONG: p.song, CLIP_MEAN: clip_mean(p.clips), CLIPS: p.clips},
+                    payload=p.payload,
+                )
                 for p in points
             ]
             self.client.upsert(name, structs, wait=True)
@@ -143,12 +150,17 @@ class ServerStore:
         return int(self.client.count(name, exact=True).count)
 
     def search(
-        self, name: str, vector: Sequence[float], limit: int, where: TrackFilter | None = None
+        self,
+        name: str,
+        vector: Sequence[float],
+        limit: int,
+        where: TrackFilter | None = None,
+        using: str = SONG,
     ) -> list[Candidate]:
         result = self.client.query_points(
             name,
             query=list(vector),
-            using=SONG,
+            using=using,
             limit=limit,
             query_filter=_filter(where),
             with_payload=True,
