@@ -161,6 +161,22 @@ def test_beat_is_a_singleton() -> None:
     )
 
 
+def test_store_worker_is_one_pod_with_a_persistent_failure_log() -> None:
+    """The store stage records failures in SQLite in INDEXER_DATA_DIR: one pod, one volume."""
+    store = _docs("Deployment")["store-worker"]
+    assert store["spec"]["replicas"] == 1
+    assert store["spec"]["strategy"]["type"] == "Recreate"
+    (container,) = d.pod_containers(store)
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/data"]
+    (volume,) = [v for v in d.pod_spec(store)["volumes"] if v["name"] == mount["name"]]
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    assert _docs("PersistentVolumeClaim")[claim]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    hpa_targets = {
+        h["spec"]["scaleTargetRef"]["name"] for h in _docs("HorizontalPodAutoscaler").values()
+    }
+    assert "store-worker" not in hpa_targets
+
+
 def test_autoscalers_target_existing_workers() -> None:
     deployments = _docs("Deployment")
     hpas = _docs("HorizontalPodAutoscaler")
