@@ -240,17 +240,21 @@ class StoreStage:
     tasks treat as transient (the message goes back to the queue for the owner).
     """
 
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+    def __init__(
+        self, settings: Settings, client: redis.Redis, model: ModelHandle | None = None
+    ) -> None:
         from indexer import service
 
         self.settings = settings
         self.client = client
         self.keys = Keys(settings.collection)
-        self.model = ModelHandle(settings)  # config and fingerprint only; weights never load
+        # config and fingerprint only: the store stage never loads the weights
+        self.model = model or ModelHandle(settings)
         self._stack = contextlib.ExitStack()
         self._session: service.Session | None = None
 
-    def _open(self) -> tuple[Store, FailureLog]:
+    def open(self) -> tuple[Store, FailureLog]:
+        """The store and failure log, opened (under the lock when embedded) on first use."""
         from indexer import service
 
         if self._session is None:
@@ -261,7 +265,7 @@ class StoreStage:
         return Claims(self.client, self.keys.claims(target), self.settings.claim_ttl)
 
     def plan(self, request: dict[str, Any], token: str) -> PlanResult:
-        store, failures = self._open()
+        store, failures = self.open()
         fp = self.model.fingerprint
         target = collection_name(store.alias, fp)
         roots = [Path(r) for r in request["roots"]]
@@ -301,7 +305,7 @@ class StoreStage:
 
     def store(self, target: str, points: list[dict[str, Any]], failed: list[dict[str, Any]]) -> int:
         """Write embed results; returns the files indexed."""
-        store, failures = self._open()
+        store, failures = self.open()
         written = [point_of(p["point"]) for p in points]
         for i in range(0, len(written), self.settings.upsert_batch):
             store.upsert(target, written[i : i + self.settings.upsert_batch])
@@ -327,7 +331,7 @@ class StoreStage:
 
     def finalize(self, target: str) -> bool:
         """Switch the alias to `target` once nothing of it is queued; True when switched."""
-        store, _ = self._open()
+        store, _ = self.open()
         if store.alias_target() == target or self.claims(target).live():
             return False
         store.switch_alias(target)
@@ -339,7 +343,7 @@ class StoreStage:
 
     def records(self) -> list[dict[str, Any]]:
         """Every point of the alias's collection: id, content hash, paths, clips."""
-        store, _ = self._open()
+        store, _ = self.open()
         target = store.alias_target()
         if target is None:
             return []

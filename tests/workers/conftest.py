@@ -97,10 +97,17 @@ class Cluster:
 
         configure(self.settings)
 
-    def start(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, cmd: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the process)
         proc = subprocess.Popen(
-            cmd, cwd=REPO, env=self.env, stdout=log, stderr=log, start_new_session=True
+            cmd,
+            cwd=REPO,
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         self.procs[name] = proc
         return proc
@@ -200,4 +207,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop_all()
+        redis.stop()
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis of this module's own, no workers."""
+    redis = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
+    redis.start()
+    try:
+        yield redis
+    finally:
         redis.stop()

@@ -90,6 +90,27 @@ def test_same_folder_queued_twice_at_once_is_embedded_once(cluster: Cluster) -> 
     assert_exactly_once(cluster, folder, files)
 
 
+def test_beat_rescans_the_registered_catalogs(cluster: Cluster) -> None:
+    folder = cluster.root / "music" / "beat"
+    first = make_catalog(folder, 1, seed=600)
+    assert cli(cluster, "queue", str(folder)).returncode == 0  # registers the folder
+    cluster.wait_idle()
+    assert cluster.paths(folder) == [str(first[0])]
+    # nothing queued from here on: only a rescan finds the new file and the deleted one
+    added = make_catalog(folder / "later", 1, seed=610)
+    first[0].unlink()
+    cmd = [sys.executable, "-m", "indexer.cli", "beat"]
+    beat = cluster.start("beat", cmd, env={"INDEXER_RESCAN_INTERVAL": "1"})
+    try:
+        expected = [str(added[0])]
+        cluster.wait_for("a scheduled rescan", lambda: cluster.paths(folder) == expected, 60)
+    finally:
+        cluster.procs.pop("beat")
+        os.killpg(beat.pid, signal.SIGTERM)
+        beat.wait(timeout=20)
+    cluster.wait_idle()
+
+
 def test_watched_folder_streams_new_files_in_and_deleted_ones_out(cluster: Cluster) -> None:
     folder = cluster.root / "music" / "inbox"
     first = make_catalog(folder, 1, seed=300)
