@@ -43,13 +43,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    from indexer import service
-
-    info = service.status(_settings())
-    if args.json:
-        sys.stdout.write(json.dumps(info) + "\n")
-        return 0
+def _print_status(info: dict[str, Any]) -> None:
     if info["live"]:
         p = info.get("progress") or {}
         sys.stdout.write(f"{info['owner']}\n")
@@ -58,9 +52,32 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 f"progress: {p.get('files_done', 0)}/{p.get('files_total', 0)} files embedded\n"
             )
         sys.stdout.write(f"failures: {info['failures']}\nstore: {info['store']}\n")
-        return 0
+        return
     for key in ("tracks", "clips", "failures", "fingerprint", "store"):
         sys.stdout.write(f"{key:<12} {info[key]}\n")
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from indexer import service
+    from indexer.distributed import broker_status
+
+    settings = _settings()
+    info = service.status(settings)
+    # the queues, when a broker answers (distributed indexing); embedded runs need none
+    info["broker"] = broker_status(settings)
+    if args.json:
+        sys.stdout.write(json.dumps(info) + "\n")
+        return 0
+    _print_status(info)
+    b = info["broker"]
+    if b["reachable"]:
+        depths = ", ".join(f"{q} {n}" for q, n in b["queues"].items())
+        sys.stdout.write(
+            f"{'queues':<12} {depths}\n{'in flight':<12} {b['in_flight']} tasks, "
+            f"{b['files_queued']} files queued for embedding\n"
+            f"{'done':<12} {b['done']} files indexed, {b['failed']} failed, "
+            f"{b['removed']} removed (by workers)\n"
+        )
     return 0
 
 
@@ -191,6 +208,102 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _broker_error(settings: Any, err: Exception) -> int:
+    sys.stderr.write(f"indexer: error: cannot reach the broker at {settings.broker_url}: {err}\n")
+    return 2
+
+
+def _cmd_queue(args: argparse.Namespace) -> int:
+    import redis
+    from kombu.exceptions import OperationalError
+
+    from indexer import distributed
+    from indexer.scan import resolve_roots
+    from workers.app import configure
+
+    settings = _settings()
+    configure(settings)
+    from workers import tasks
+
+    roots = [str(r) for r in resolve_roots(args.paths)]
+    try:
+        distributed.register_catalogs(settings, roots)
+        for root in roots:
+            result = tasks.scan.apply_async(args=[root], retry=True)
+            sys.stdout.write(f"queued scan of {root} (task {result.id})\n")
+    except (redis.RedisError, OperationalError) as err:
+        return _broker_error(settings, err)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from indexer.distributed import QUEUES, STORE
+    from workers.app import configure
+
+    settings = _settings()
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    unknown = sorted(set(queues) - set(QUEUES))
+    if unknown or not queues:
+        sys.stderr.write(f"indexer: error: queues are {', '.join(QUEUES)}; got {args.queues}\n")
+        return 2
+    concurrency = args.concurrency
+    if settings.embedded and STORE in queues:
+        # one process owns an embedded shard: the store stage cannot run in several
+        if concurrency not in (None, 1):
+            sys.stderr.write(
+                "indexer: error: the embedded store is owned by one process: run the store "
+                "queue with --concurrency 1 (or use a Qdrant server, INDEXER_QDRANT_URL)\n"
+            )
+            return 2
+        concurrency = 1
+    argv = ["worker", "--queues", ",".join(queues), "--loglevel", "INFO"]
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
+    configure(settings).worker_main(argv)
+    return 0
+
+
+def _cmd_beat(args: argparse.Namespace) -> int:
+    from workers.app import configure
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = configure(settings)
+    app.Beat(loglevel="INFO", schedule=str(settings.data_dir / "beat-schedule")).run()
+    return 0
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    import redis
+    from kombu.exceptions import OperationalError
+
+    from indexer import distributed
+    from workers.app import configure
+
+    settings = _settings()
+    configure(settings)
+    from workers import tasks
+
+    def send_plan(request: dict[str, Any]) -> None:
+        tasks.plan.apply_async(args=[request], retry=True)
+        n, gone = len(request["files"]), len(request["roots"]) - len(request["files"])
+        sys.stdout.write(f"queued {n} new or changed file(s), {gone} deletion(s)\n")
+        sys.stdout.flush()
+
+    def send_scan(roots: list[str]) -> None:
+        distributed.register_catalogs(settings, roots)
+        for root in roots:
+            tasks.scan.apply_async(args=[root], retry=True)
+        sys.stdout.write(f"watching {', '.join(roots)} (queued a full scan first)\n")
+        sys.stdout.flush()
+
+    try:
+        distributed.watch(settings, args.paths, send_plan, send_scan)
+    except (redis.RedisError, OperationalError) as err:
+        return _broker_error(settings, err)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="indexer",
@@ -230,6 +343,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address (default INDEXER_HOST, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default INDEXER_PORT, 8000)")
     p.set_defaults(func=_cmd_serve)
+    p = sub.add_parser("queue", help="queue catalog scans for the workers (and register them)")
+    p.add_argument("paths", nargs="+", help="catalog folders")
+    p.set_defaults(func=_cmd_queue)
+    p = sub.add_parser("worker", help="start a Celery worker for some stages (queues)")
+    p.add_argument("--queues", default="scan,embed,store", help="comma-separated: scan,embed,store")
+    p.add_argument("--concurrency", type=int, default=None, help="worker processes")
+    p.set_defaults(func=_cmd_worker)
+    p = sub.add_parser("beat", help="rescan the registered catalogs on the settings' schedule")
+    p.set_defaults(func=_cmd_beat)
+    p = sub.add_parser("watch", help="queue files as they appear, change or go in some folders")
+    p.add_argument("paths", nargs="+", help="catalog folders")
+    p.set_defaults(func=_cmd_watch)
     return parser
 
 

@@ -170,14 +170,7 @@ class IndexRun:
         return [Path(r) for r in sorted(roots) if Path(r).exists()]
 
     def _apply_bookkeeping(self, plan: Plan) -> None:
-        deletions = [pid for pid, files in plan.files_of.items() if not files]
-        for pid, files in plan.files_of.items():
-            if files:
-                self.store.set_payload(self.target, pid, _files_payload(files))
-        self.store.delete(self.target, deletions)
-        for f in plan.touched_failures:
-            self.failures.touch(f)
-        self.failures.remove(plan.cleared_failures)
+        apply_bookkeeping(self.store, self.target, self.failures, plan)
         self._replaces = plan.replaces
 
     # ---- embedding --------------------------------------------------------------------------
@@ -274,42 +267,24 @@ class IndexRun:
 
         job = jobs[job_id]
         assert job.info is not None
-        starts = np.concatenate(job.starts)
-        order = np.argsort(starts, kind="stable")
-        clips = torch.cat(job.embeddings)[torch.from_numpy(order)]  # (N, D)
-        rate = model.sample_rate
-        times = torch.from_numpy(
-            np.stack([starts[order], np.concatenate(job.ends)[order]], axis=1) / rate
-        ).float()
-        song = model.pool_song(clips, times).cpu()
-        payload = self._payload(job, job.info, times)
-        payload[CLIP_VECTORS] = encode_clips(clips.numpy())
-        point = TrackPoint(point_id(job.digest), song.tolist(), clips.tolist(), payload)
+        point = assemble_point(
+            model,
+            self.model.fingerprint,
+            job.digest,
+            job.files,
+            np.concatenate(job.starts),
+            np.concatenate(job.ends),
+            torch.cat(job.embeddings),
+            job.info,
+        )
         self._pending_points.append((point, job))
         self.summary.indexed += len(job.files)
-        self.summary.audio_seconds += job.total_samples / rate
+        self.summary.audio_seconds += job.total_samples / model.sample_rate
         job.embeddings.clear()
         open_jobs.discard(job_id)
         if len(self._pending_points) >= self.settings.upsert_batch:
             self._flush_points()
         self._tick()
-
-    def _payload(self, job: _Job, info: dict[str, Any], times: Any) -> dict[str, Any]:
-        first = job.files[0]
-        files = [track_file(f) for f in job.files]
-        payload: dict[str, Any] = {
-            **info,
-            "title": info.get("title") or Path(first.path).stem,
-            **_files_payload(files),
-            "size": first.size,
-            "mtime": first.mtime_ns / 1e9,
-            "content_hash": job.digest,
-            "clip_times": [[round(float(s), 3), round(float(e), 3)] for s, e in times.tolist()],
-            "n_clips": int(times.shape[0]),
-            "fingerprint": self.model.fingerprint,
-            "indexed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        return payload
 
     def _flush_points(self) -> None:
         if not self._pending_points:
@@ -324,14 +299,7 @@ class IndexRun:
         self._pending_points.clear()
 
     def _detach(self, pid: str, path: str) -> None:
-        found = self.store.retrieve(self.target, [pid])
-        if not found:
-            return
-        files = [TrackFile.of(f) for f in found[0].payload.get("files", []) if f["path"] != path]
-        if files:
-            self.store.set_payload(self.target, pid, _files_payload(files))
-        else:
-            self.store.delete(self.target, [pid])
+        detach_path(self.store, self.target, pid, path)
 
     def _fail(self, job: _Job, reason: str) -> None:
         for f in job.files:
@@ -349,6 +317,81 @@ class IndexRun:
             self._last_publish = now
             status = {"state": "indexing", "files_done": done, "files_total": self._files_total}
             self.publish({**status, **self.summary.as_dict()})
+
+
+# ---- building blocks shared with the distributed stages (indexer.distributed) -------------------
+def apply_bookkeeping(store: Store, target: str, failures: FailureLog, plan: Plan) -> None:
+    """Write what a plan decides without embedding: moved, touched and removed paths, failures."""
+    deletions = [pid for pid, files in plan.files_of.items() if not files]
+    for pid, files in plan.files_of.items():
+        if files:
+            store.set_payload(target, pid, _files_payload(files))
+    store.delete(target, deletions)
+    for f in plan.touched_failures:
+        failures.touch(f)
+    failures.remove(plan.cleared_failures)
+
+
+def detach_path(store: Store, target: str, pid: str, path: str) -> None:
+    """Take `path` off point `pid` (its content changed); a point left with no path goes."""
+    found = store.retrieve(target, [pid])
+    if not found:
+        return
+    files = [TrackFile.of(f) for f in found[0].payload.get("files", []) if f["path"] != path]
+    if files:
+        store.set_payload(target, pid, _files_payload(files))
+    else:
+        store.delete(target, [pid])
+
+
+def assemble_point(
+    model: CoLLAP,
+    fingerprint: str,
+    digest: str,
+    files: Sequence[CatalogFile],
+    starts: np.ndarray,
+    ends: np.ndarray,
+    embeddings: Any,
+    info: dict[str, Any],
+) -> TrackPoint:
+    """A whole point from one track's clip embeddings, in any order.
+
+    starts, ends: int (N,) clip bounds in samples at the model's rate; embeddings: (N, D).
+    """
+    import torch
+
+    order = np.argsort(starts, kind="stable")
+    clips = embeddings[torch.from_numpy(order)]  # (N, D) in time order
+    times = torch.from_numpy(
+        np.stack([starts[order], ends[order]], axis=1) / model.sample_rate
+    ).float()  # (N, 2) seconds
+    song = model.pool_song(clips, times).cpu()  # (D,)
+    payload = track_payload(files, digest, info, times.tolist(), fingerprint)
+    payload[CLIP_VECTORS] = encode_clips(clips.cpu().numpy())
+    return TrackPoint(point_id(digest), song.tolist(), clips.cpu().tolist(), payload)
+
+
+def track_payload(
+    files: Sequence[CatalogFile],
+    digest: str,
+    info: dict[str, Any],
+    times: list[list[float]],
+    fingerprint: str,
+) -> dict[str, Any]:
+    first = files[0]
+    payload: dict[str, Any] = {
+        **info,
+        "title": info.get("title") or Path(first.path).stem,
+        **_files_payload([track_file(f) for f in files]),
+        "size": first.size,
+        "mtime": first.mtime_ns / 1e9,
+        "content_hash": digest,
+        "clip_times": [[round(float(s), 3), round(float(e), 3)] for s, e in times],
+        "n_clips": len(times),
+        "fingerprint": fingerprint,
+        "indexed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return payload
 
 
 def _files_payload(files: list[TrackFile]) -> dict[str, Any]:

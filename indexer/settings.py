@@ -57,6 +57,27 @@ class Settings(BaseSettings):
     max_query_chars: int = Field(20_000, ge=1)  # longer query texts are refused (4xx)
     max_limit: int = Field(100, ge=1)  # the most hits one request may ask for
     max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies are refused (413)
+    # ---- distributed indexing (workers/, Celery + Redis) ----
+    broker_url: str = "redis://127.0.0.1:6379/0"  # Celery broker; also holds queue bookkeeping
+    result_backend: str = "redis://127.0.0.1:6379/1"  # Celery results (status/ping replies only)
+    # catalog folders that `indexer beat` rescans (comma-separated in the environment); the
+    # folders `indexer queue` was given are registered in Redis and rescanned too
+    catalogs: Annotated[tuple[str, ...], NoDecode] = ()
+    rescan_interval: float = Field(3600.0, gt=0)  # seconds between beat rescans
+    # "minute hour day-of-month month day-of-week"; when set it wins over rescan_interval
+    rescan_crontab: str | None = None
+    # seconds before a message a worker took but never acknowledged (it died) is delivered
+    # again; must be longer than the longest task
+    visibility_timeout: int = Field(7200, ge=1)
+    embed_task_files: int = Field(8, ge=1)  # files per embed task (their clips share batches)
+    retry_max: int = Field(10, ge=0)  # retries of a transiently failing task before it gives up
+    retry_backoff_max: float = Field(300.0, gt=0)  # seconds: cap of the exponential backoff
+    # seconds a queued file stays claimed (no second embed of it); a claim whose message was
+    # lost (a Redis without persistence restarted) stops blocking re-queueing after this
+    claim_ttl: float = Field(86400.0, gt=0)
+    watch_interval: float = Field(2.0, gt=0)  # seconds between `indexer watch` polls
+    # seconds a new or changed file's size and mtime must stay the same before it is queued
+    watch_settle: float = Field(2.0, ge=0)
 
     @field_validator("extensions", mode="before")
     @classmethod
@@ -65,6 +86,13 @@ class Settings(BaseSettings):
             value = [v for v in value.split(",") if v.strip()]
         if isinstance(value, list | tuple):
             return tuple("." + str(v).strip().lower().lstrip(".") for v in value)
+        return value
+
+    @field_validator("catalogs", mode="before")
+    @classmethod
+    def _split_catalogs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
 
     @field_validator("device")

@@ -1,0 +1,110 @@
+"""The stages' logic in this process, with a real Redis and the real store: claims, the
+model switch, the watcher. (test_workers.py runs the same code in worker processes.)"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from collap_model import load_model
+from indexer import distributed, service
+from indexer.pipeline import ModelHandle
+from indexer.settings import Settings
+from indexer.store.base import collection_name
+from tests.indexer.fixtures import write_audio
+from tests.workers.conftest import RedisServer
+
+
+def settings_for(tmp_path: Path, redis: RedisServer) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        broker_url=f"redis://127.0.0.1:{redis.port}/0",
+        embed_task_files=1,
+        decode_workers=1,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+def test_claims_dedupe_and_expire(private_redis: RedisServer, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, private_redis)
+    client = distributed.redis_client(settings.broker_url)
+    claims = distributed.Claims(client, "test:claims", ttl=0.5)
+    assert claims.take("abc", "plan-1")
+    assert claims.take("abc", "plan-1")  # a redelivered plan takes its own claim again
+    assert not claims.take("abc", "plan-2")  # another plan finds it queued
+    assert claims.live() == 1
+    time.sleep(0.6)
+    assert claims.live() == 0  # its message was lost: the claim no longer blocks
+    assert claims.take("abc", "plan-2")
+    claims.release(["abc"])
+    assert claims.live() == 0 and client.hlen("test:claims") == 0
+
+
+def test_new_model_builds_beside_the_old_and_switches_when_complete(
+    private_redis: RedisServer, tmp_path: Path, model
+) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(tmp_path, private_redis)
+    music = tmp_path / "music"
+    files = [write_audio(music / f"{i}.flac", 4.0, seed=i, rate=16_000, channels=1) for i in (1, 2)]
+    service.index(settings, [music], model=ModelHandle(settings, model=model))
+    old = collection_name(settings.collection, model.fingerprint)
+    changed = load_model(device="cpu")
+    with torch.no_grad():
+        changed.song_pool.w_s.bias.add_(0.01)
+    new = collection_name(settings.collection, changed.fingerprint)
+    client = distributed.redis_client(settings.broker_url)
+    stage = distributed.StoreStage(settings, client, ModelHandle(settings, model=changed))
+    try:
+        plan = stage.plan(distributed.scan_request(settings, [music]), token="plan-1")
+        assert plan.target == new and len(plan.batches) == len(files)
+        store, _ = stage.open()
+        assert store.alias_target() == old  # queries keep using the complete collection
+        results = [
+            distributed.embed_jobs(changed, plan.fingerprint, b, settings) for b in plan.batches
+        ]
+        stage.store(new, results[0].points, results[0].failed)
+        assert store.alias_target() == old  # one file of the new collection still queued
+        assert stage.store(new, results[1].points, results[1].failed) == 1
+        assert store.alias_target() == new and store.collections() == [new]
+        assert sorted(p for r in stage.records() for p in r["paths"]) == sorted(map(str, files))
+        # redelivery of a store message writes the same point again: still once
+        stage.store(new, results[1].points, results[1].failed)
+        assert store.count(new) == len(files)
+    finally:
+        stage.close()
+
+
+def test_watcher_reports_files_once_settled_and_deletions(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    kept = write_audio(inbox / "kept.wav", 1.0, rate=16_000, channels=1)
+    watcher = distributed.FolderWatcher([inbox], Settings(_env_file=None).extensions, settle=5.0)  # type: ignore[call-arg]
+    watcher.baseline()
+    assert watcher.poll(now=0.0) == ([], [])  # what was there is left to the full scan
+    new = write_audio(inbox / "sub" / "new.flac", 1.0, rate=16_000, channels=1)
+    (inbox / "notes.txt").write_text("not audio")
+    t = time.monotonic()
+    assert watcher.poll(now=t) == ([], [])  # still being copied, perhaps
+    ready, gone = watcher.poll(now=t + 5.0)
+    assert [f.path for f in ready] == [str(new)] and ready[0].root == str(inbox) and gone == []
+    assert watcher.poll(now=t + 10.0) == ([], [])  # reported once
+    kept.unlink()
+    assert watcher.poll(now=t + 11.0) == ([], [str(kept)])
+    request = distributed.watch_request(ready, [str(kept)])
+    assert request["roots"] == sorted([str(new), str(kept)])
+
+
+def test_rescan_schedule_from_settings() -> None:
+    from celery.schedules import crontab, schedule
+
+    from workers.app import rescan_schedule
+
+    base = Settings(_env_file=None, rescan_interval=90)  # type: ignore[call-arg]
+    every = rescan_schedule(base)
+    assert isinstance(every, schedule) and every.run_every.total_seconds() == 90
+    nightly = rescan_schedule(base.model_copy(update={"rescan_crontab": "30 3 * * *"}))
+    assert isinstance(nightly, crontab) and nightly.hour == {3} and nightly.minute == {30}
+    with pytest.raises(ValueError, match="5 fields"):
+        rescan_schedule(base.model_copy(update={"rescan_crontab": "30 3 *"}))

@@ -1,0 +1,99 @@
+"""The Celery app `workers.app:app` (`celery -A workers.app worker -Q embed` works).
+
+Configured from indexer.settings.Settings when Celery first needs its configuration, not at
+import: `indexer worker` / `indexer beat` build the settings and call `configure`; the plain
+`celery -A workers.app ...` command reads them (INDEXER_* environment, .env) lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.schedules import crontab, schedule
+from kombu.entity import Queue
+
+from indexer.distributed import EMBED, QUEUES, SCAN, STORE
+from indexer.settings import Settings
+
+app = Celery("collap-indexer", include=["workers.tasks"])
+
+ROUTES = {
+    "workers.tasks.scan": {"queue": SCAN},
+    "workers.tasks.rescan": {"queue": SCAN},
+    "workers.tasks.embed": {"queue": EMBED},
+    "workers.tasks.plan": {"queue": STORE},
+    "workers.tasks.store": {"queue": STORE},
+    "workers.tasks.records": {"queue": STORE},
+}
+
+
+def rescan_schedule(settings: Settings) -> Any:
+    """`rescan_crontab` ("m h dom mon dow") when set, else every `rescan_interval` seconds."""
+    if settings.rescan_crontab:
+        fields = settings.rescan_crontab.split()
+        if len(fields) != 5:
+            raise ValueError(
+                f"INDEXER_RESCAN_CRONTAB needs 5 fields (m h dom mon dow), got {fields!r}"
+            )
+        minute, hour, dom, month, dow = fields
+        return crontab(
+            minute=minute, hour=hour, day_of_month=dom, month_of_year=month, day_of_week=dow
+        )
+    return schedule(run_every=settings.rescan_interval)
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    vt = settings.visibility_timeout
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        # JSON only: messages are paths, hashes and lists of floats, never pickles
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # a message is acknowledged when its task is done, so a worker that dies mid-task
+        # (SIGKILL, OOM, a lost node) leaves it to be delivered again; tasks are idempotent
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,  # a worker holds one message per process, no more
+        "broker_transport_options": {
+            # a message taken and not acknowledged goes back after this; > the longest task
+            "visibility_timeout": vt,
+            # look for such messages every vt/10 s (kombu's default sweep is every 100 s)
+            "unacked_restore_interval": max(1, min(10, vt // 10)),
+            "unacked_restore_throttle": 1,
+        },
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,  # a restarting Redis is waited for
+        # publishing (a stage enqueueing the next) rides out a Redis restart of ~a minute
+        "task_publish_retry_policy": {
+            "max_retries": 40,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 2,
+        },
+        "task_queues": tuple(Queue(q, routing_key=q) for q in QUEUES),
+        "task_default_queue": SCAN,
+        "task_routes": ROUTES,
+        "task_ignore_result": True,  # results travel as messages; only status replies are kept
+        "result_expires": 3600,
+        "timezone": "UTC",
+        "beat_schedule": {
+            "rescan-catalogs": {
+                "task": "workers.tasks.rescan",
+                "schedule": rescan_schedule(settings),
+            }
+        },
+    }
+
+
+def configure(settings: Settings) -> Celery:
+    """Configure the app from `settings` (entry points that built their own settings)."""
+    app.conf.update(celery_config(settings))
+    return app
+
+
+# read the environment only when Celery first needs its configuration
+app.add_defaults(lambda: celery_config(Settings()))

@@ -1,0 +1,170 @@
+"""Thin, idempotent task adapters over indexer.distributed; they take paths and ids only.
+
+Each worker process keeps its settings, Redis client, model (loaded on the first embed task)
+and store owner (opened on the first store task) in `_Context`, built on first use.
+Transient failures (Redis, Qdrant or the store lock unreachable, timeouts) are retried with
+exponential backoff and full jitter, capped at `retry_backoff_max` seconds and `retry_max`
+retries; a file that cannot be decoded is a permanent failure, recorded in the failure log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from celery import Task
+from celery.signals import worker_process_shutdown
+from celery.utils.time import get_exponential_backoff_interval
+from kombu.exceptions import OperationalError
+
+from indexer import distributed
+from indexer.lock import StoreBusyError
+from indexer.scan import ScanError
+from indexer.settings import Settings
+from indexer.store.base import StoreError
+from workers.app import app
+
+log = logging.getLogger(__name__)
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    StoreError,
+    StoreBusyError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OperationalError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class ModelMismatchError(StoreError):
+    """This worker's model is not the one the plan targets (workers mid-upgrade)."""
+
+
+class _Context:
+    def __init__(self) -> None:
+        self.settings = Settings()
+        self.client = distributed.redis_client(self.settings.broker_url)
+        self.model = distributed.LazyModel(self.settings)
+        self._stage: distributed.StoreStage | None = None
+
+    @property
+    def stage(self) -> distributed.StoreStage:
+        if self._stage is None:
+            self._stage = distributed.StoreStage(self.settings, self.client)
+        return self._stage
+
+    def close(self) -> None:
+        if self._stage is not None:
+            self._stage.close()
+            self._stage = None
+
+
+_context: _Context | None = None
+
+
+def ctx() -> _Context:
+    global _context
+    if _context is None:
+        _context = _Context()
+    return _context
+
+
+@worker_process_shutdown.connect
+def _release_store(**_: Any) -> None:
+    if _context is not None:
+        _context.close()  # flush the shard and release the data directory's lock
+
+
+def _retry(task: Task, exc: BaseException) -> Exception:
+    s = ctx().settings
+    countdown = get_exponential_backoff_interval(
+        factor=1, retries=task.request.retries, maximum=int(s.retry_backoff_max), full_jitter=True
+    )
+    log.warning("%s: %s; retry %d in %d s", task.name, exc, task.request.retries + 1, countdown)
+    return task.retry(exc=exc, countdown=countdown, max_retries=s.retry_max)
+
+
+@app.task(bind=True, name="workers.tasks.scan")
+def scan(self: Task, root: str) -> dict[str, int]:
+    """Walk one catalog root and send the listing to the store stage's diff."""
+    try:
+        request = distributed.scan_request(ctx().settings, [root])
+        plan.apply_async(args=[request], retry=True)
+    except ScanError as err:  # the folder is gone: nothing to retry
+        log.warning("scan: %s", err)
+        return {"files": 0}
+    except TRANSIENT as exc:
+        raise _retry(self, exc) from exc
+    return {"files": len(request["files"])}
+
+
+@app.task(bind=True, name="workers.tasks.rescan")
+def rescan(self: Task) -> list[str]:
+    """Beat's job: queue a scan of every registered catalog."""
+    try:
+        roots = distributed.registered_catalogs(ctx().settings)
+        for root in roots:
+            scan.apply_async(args=[root], retry=True)
+    except TRANSIENT as exc:
+        raise _retry(self, exc) from exc
+    return roots
+
+
+@app.task(bind=True, name="workers.tasks.plan")
+def plan(self: Task, request: dict[str, Any]) -> dict[str, Any]:
+    """Diff a listing against the store, write the bookkeeping, queue embed tasks."""
+    try:
+        result = ctx().stage.plan(request, token=self.request.id)
+        for batch in result.batches:
+            jobs = [j.as_msg() for j in batch]
+            embed.apply_async(args=[result.target, result.fingerprint, jobs], retry=True)
+    except TRANSIENT as exc:
+        raise _retry(self, exc) from exc
+    queued = sum(len(b) for b in result.batches)
+    return {"target": result.target, "queued": queued, "skipped": result.skipped}
+
+
+@app.task(bind=True, name="workers.tasks.embed")
+def embed(self: Task, target: str, fingerprint: str, jobs: list[dict[str, Any]]) -> int:
+    """Decode and embed; the points (or failures) go to the store queue as JSON."""
+    c = ctx()
+    try:
+        model, fp = c.model.get()
+        if fp != fingerprint:
+            raise ModelMismatchError(f"this worker's model is {fp}, the task's is {fingerprint}")
+        result = distributed.embed_jobs(
+            model, fp, [distributed.EmbedJob.of(j) for j in jobs], c.settings
+        )
+        distributed.count(c.settings, c.client, embedded=len(result.points))
+        store.apply_async(args=[target, result.points, result.failed], retry=True)
+    except TRANSIENT as exc:
+        raise _retry(self, exc) from exc
+    return len(result.points)
+
+
+@app.task(bind=True, name="workers.tasks.store")
+def store(
+    self: Task, target: str, points: list[dict[str, Any]], failed: list[dict[str, Any]]
+) -> int:
+    """Write embed results (upserts, detaches, failures) and release their claims."""
+    try:
+        return ctx().stage.store(target, points, failed)
+    except TRANSIENT as exc:
+        raise _retry(self, exc) from exc
+
+
+@app.task(bind=True, name="workers.tasks.records", ignore_result=False)
+def records(self: Task) -> list[dict[str, Any]]:
+    """Every point of the index (id, content hash, paths, clips), read by the store owner."""
+    try:
+        return ctx().stage.records()
+    except TRANSIENT as exc:
+        raise _retry(self, exc) from exc
+
+
+@app.task(name="workers.tasks.ping", ignore_result=False)
+def ping() -> str:
+    """A no-op round trip (benchmarks: per-task overhead)."""
+    return "pong"
