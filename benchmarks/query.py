@@ -240,8 +240,9 @@ def run() -> str:
         print(rows[-1], file=sys.stderr)
     return (
         "## Query latency and two-stage recall (`python -m benchmarks.run query`)\n\n"
-        f"Warm `indexer query` path (text encoding, first stage top-{Settings().candidates} on the "
-        "song vector, CoLLAP fusion re-rank, segments), limit 10, "
+        f"Warm `indexer query` path (text encoding, first stage top-{Settings().candidates}: "
+        "ANN on the mean clip with fusion's flat-attention query vector, CoLLAP fusion "
+        "re-rank, segments), limit 10, "
         f"{LATENCY_QUERIES} held-out queries after 5 warm-up ones; beside it, exhaustive fusion "
         "scoring of every track (the peer) and the recall@10 of the two-stage search against it "
         f"({RECALL_QUERIES} queries). Tracks: runs of real clip embeddings of {POOL_SONGS} "
