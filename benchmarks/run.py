@@ -23,6 +23,7 @@ BENCHMARKS = {
     "encoder": "benchmarks.encoder",
     "indexing": "benchmarks.indexing",
     "retrieval": "benchmarks.retrieval",
+    "workers": "benchmarks.workers",
 }
 OUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = """# Benchmarks
