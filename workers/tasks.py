@@ -83,7 +83,10 @@ def _retry(task: Task, exc: BaseException) -> Exception:
         factor=1, retries=task.request.retries, maximum=int(s.retry_backoff_max), full_jitter=True
     )
     log.warning("%s: %s; retry %d in %d s", task.name, exc, task.request.retries + 1, countdown)
-    return task.retry(exc=exc, countdown=countdown, max_retries=s.retry_max)
+    # a store message that reached a process which does not own the embedded store goes back
+    # until the owner takes it, however often: giving up would lose it
+    cap = None if isinstance(exc, StoreBusyError) else s.retry_max
+    return task.retry(exc=exc, countdown=countdown, max_retries=cap)
 
 
 @app.task(bind=True, name="workers.tasks.scan")
