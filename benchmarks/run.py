@@ -24,6 +24,7 @@ BENCHMARKS = {
     "indexing": "benchmarks.indexing",
     "retrieval": "benchmarks.retrieval",
     "query": "benchmarks.query",
+    "workers": "benchmarks.workers",
 }
 OUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = """# Benchmarks

@@ -83,10 +83,14 @@ def _retry(task: Task, exc: BaseException) -> Exception:
         factor=1, retries=task.request.retries, maximum=int(s.retry_backoff_max), full_jitter=True
     )
     log.warning("%s: %s; retry %d in %d s", task.name, exc, task.request.retries + 1, countdown)
-    return task.retry(exc=exc, countdown=countdown, max_retries=s.retry_max)
+    # a store message that reached a process which does not own the embedded store goes back
+    # until the owner takes it, however often: giving up would lose it (the tasks' own
+    # max_retries is None, so every other retry passes its cap explicitly)
+    cap = None if isinstance(exc, StoreBusyError) else s.retry_max
+    return task.retry(exc=exc, countdown=countdown, max_retries=cap)
 
 
-@app.task(bind=True, name="workers.tasks.scan")
+@app.task(bind=True, max_retries=None, name="workers.tasks.scan")
 def scan(self: Task, root: str) -> dict[str, int]:
     """Walk one catalog root and send the listing to the store stage's diff."""
     try:
@@ -100,7 +104,7 @@ def scan(self: Task, root: str) -> dict[str, int]:
     return {"files": len(request["files"])}
 
 
-@app.task(bind=True, name="workers.tasks.rescan")
+@app.task(bind=True, max_retries=None, name="workers.tasks.rescan")
 def rescan(self: Task) -> list[str]:
     """Beat's job: queue a scan of every registered catalog."""
     try:
@@ -112,7 +116,7 @@ def rescan(self: Task) -> list[str]:
     return roots
 
 
-@app.task(bind=True, name="workers.tasks.plan")
+@app.task(bind=True, max_retries=None, name="workers.tasks.plan")
 def plan(self: Task, request: dict[str, Any]) -> dict[str, Any]:
     """Diff a listing against the store, write the bookkeeping, queue embed tasks."""
     try:
@@ -126,7 +130,7 @@ def plan(self: Task, request: dict[str, Any]) -> dict[str, Any]:
     return {"target": result.target, "queued": queued, "skipped": result.skipped}
 
 
-@app.task(bind=True, name="workers.tasks.embed")
+@app.task(bind=True, max_retries=None, name="workers.tasks.embed")
 def embed(self: Task, target: str, fingerprint: str, jobs: list[dict[str, Any]]) -> int:
     """Decode and embed; the points (or failures) go to the store queue as JSON."""
     c = ctx()
@@ -144,7 +148,7 @@ def embed(self: Task, target: str, fingerprint: str, jobs: list[dict[str, Any]])
     return len(result.points)
 
 
-@app.task(bind=True, name="workers.tasks.store")
+@app.task(bind=True, max_retries=None, name="workers.tasks.store")
 def store(
     self: Task, target: str, points: list[dict[str, Any]], failed: list[dict[str, Any]]
 ) -> int:
@@ -155,7 +159,7 @@ def store(
         raise _retry(self, exc) from exc
 
 
-@app.task(bind=True, name="workers.tasks.records", ignore_result=False)
+@app.task(bind=True, max_retries=None, name="workers.tasks.records", ignore_result=False)
 def records(self: Task) -> list[dict[str, Any]]:
     """Every point of the index (id, content hash, paths, clips), read by the store owner."""
     try:

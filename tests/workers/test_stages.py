@@ -3,6 +3,10 @@ model switch, the watcher. (test_workers.py runs the same code in worker process
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -108,3 +112,33 @@ def test_rescan_schedule_from_settings() -> None:
     assert isinstance(nightly, crontab) and nightly.hour == {3} and nightly.minute == {30}
     with pytest.raises(ValueError, match="5 fields"):
         rescan_schedule(base.model_copy(update={"rescan_crontab": "30 3 *"}))
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "indexer.cli", *args]
+    return subprocess.run(
+        cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_cli_help_stays_light_and_worker_commands_refuse_bad_setups(tmp_path: Path) -> None:
+    probe = (
+        "import sys\nfrom indexer.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print([m for m in ('torch', 'celery', 'redis') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    env = {"INDEXER_DATA_DIR": str(tmp_path / "data")}
+    # one process owns an embedded store: the store queue cannot run in two
+    refused = _cli("worker", "--queues", "store", "--concurrency", "2", env=env)
+    assert refused.returncode == 2 and "--concurrency 1" in refused.stderr
+    assert _cli("worker", "--queues", "gpu", env=env).returncode == 2
+    # no broker: a clear error, at once
+    down = {**env, "INDEXER_BROKER_URL": "redis://127.0.0.1:1/0"}
+    began = time.monotonic()
+    queued = _cli("queue", str(tmp_path), env=down)
+    assert queued.returncode == 2 and "cannot reach the broker" in queued.stderr
+    assert time.monotonic() - began < 30
+    status = json.loads(_cli("status", "--json", env=down).stdout)
+    assert status["broker"]["reachable"] is False and status["tracks"] == 0

@@ -133,6 +133,24 @@ def test_watched_folder_streams_new_files_in_and_deleted_ones_out(cluster: Clust
     cluster.wait_idle()
 
 
+def test_a_second_store_worker_hands_its_messages_to_the_owner(cluster: Cluster) -> None:
+    # started with Celery's command line, which cannot refuse it: it finds the embedded store
+    # locked, so every store message it takes is retried (backoff) until the owner takes it
+    cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "store"]
+    cluster.start("intruder", [*cmd, "-c", "1", "-n", "intruder@%h", "-l", "INFO"])
+    try:
+        folder = cluster.root / "music" / "intruder"
+        files = make_catalog(folder, 6, seed=700)
+        intruder_log = cluster.root / "intruder.log"
+        cluster.wait_for("the intruder to start", lambda: "ready" in intruder_log.read_text(), 60)
+        assert cli(cluster, "queue", str(folder)).returncode == 0
+        cluster.wait_idle()
+        assert_exactly_once(cluster, folder, files)
+    finally:
+        cluster.kill("intruder", signal.SIGTERM)
+    assert "is owned by process" in intruder_log.read_text()  # it was refused, and retried
+
+
 def test_redis_restart_mid_run_loses_nothing(cluster: Cluster) -> None:
     folder = cluster.root / "music" / "restart"
     files = make_catalog(folder, 8, seconds=20.0, seed=400)
