@@ -41,10 +41,10 @@ from indexer.decoders import DecodeParams, decode_job
 from indexer.failures import FailureLog
 from indexer.pipeline import (
     ModelHandle,
-    _merge_roots,
     apply_bookkeeping,
     assemble_point,
     detach_path,
+    merge_roots,
 )
 from indexer.plan import plan_changes
 from indexer.scan import CatalogFile, content_hash, resolve_roots, scan
@@ -228,7 +228,9 @@ class PlanResult:
     batches: list[list[EmbedJob]]  # one embed task each
     unchanged: int = 0
     removed: int = 0
-    skipped: int = 0  # already claimed by another plan
+    # files whose content another plan has queued: planned again later (`partial_request`),
+    # when that content is written their paths join its point without a second embedding
+    deferred: list[CatalogFile] = field(default_factory=list)
     alias_switched: bool = False
 
 
@@ -275,20 +277,20 @@ class StoreStage:
         if current is not None and current != target:
             # a new model: rebuild every catalog the old collection holds, beside it
             old_roots = {f.root for rec in store.records(current) for f in rec.files}
-            merged = _merge_roots(roots, [Path(r) for r in sorted(old_roots) if Path(r).exists()])
+            merged = merge_roots(roots, [Path(r) for r in sorted(old_roots) if Path(r).exists()])
             extra = [r for r in merged if r not in roots]
             files += list(scan(extra, self.settings.extensions))
             roots = merged
         plan = plan_changes(files, store.records(target), failures.by_path(), roots, content_hash)
         apply_bookkeeping(store, target, failures, plan)
         claims = self.claims(target)
-        jobs, skipped = [], 0
+        jobs, deferred = [], []
         for digest, group in plan.embed.items():
             if claims.take(digest, token):
                 replaces = {f.path: plan.replaces[f.path] for f in group if f.path in plan.replaces}
                 jobs.append(EmbedJob(digest, group, replaces))
             else:
-                skipped += len(group)
+                deferred += group
         n = self.settings.embed_task_files
         result = PlanResult(
             target,
@@ -296,7 +298,7 @@ class StoreStage:
             [jobs[i : i + n] for i in range(0, len(jobs), n)],
             unchanged=plan.unchanged,
             removed=plan.removed,
-            skipped=skipped,
+            deferred=deferred,
         )
         count(self.settings, self.client, removed=plan.removed, planned=len(jobs))
         if not jobs:
@@ -523,9 +525,9 @@ class FolderWatcher:
         return ready, sorted(deleted)
 
 
-def watch_request(ready: Sequence[CatalogFile], deleted: Sequence[str]) -> dict[str, Any]:
-    """A plan request for some files only: its roots are those paths, so nothing else is
-    considered removed."""
+def partial_request(ready: Sequence[CatalogFile], deleted: Sequence[str]) -> dict[str, Any]:
+    """A plan request for some files only (watch events, deferred files): its roots are those
+    paths, so nothing else is considered removed."""
     return {
         "roots": sorted({f.path for f in ready} | set(deleted)),
         "files": [file_msg(f) for f in ready],
@@ -549,4 +551,4 @@ def watch(
         ready, deleted = watcher.poll()
         if ready or deleted:
             log.info("watch: %d ready, %d deleted", len(ready), len(deleted))
-            send_plan(watch_request(ready, deleted))
+            send_plan(partial_request(ready, deleted))

@@ -145,7 +145,7 @@ class IndexRun:
         self.store.ensure_collection(self.target, self.model.config.embed_dim)
         if current is not None and current != self.target:
             # a new model: rebuild every catalog the old collection holds, beside it
-            roots = _merge_roots(roots, self._roots_of(current))
+            roots = merge_roots(roots, self._roots_of(current))
         files = list(scan(roots, self.settings.extensions))
         plan = plan_changes(
             files, self.store.records(self.target), self.failures.by_path(), roots, content_hash
@@ -403,7 +403,7 @@ def _files_payload(files: list[TrackFile]) -> dict[str, Any]:
     }
 
 
-def _merge_roots(a: list[Path], b: list[Path]) -> list[Path]:
+def merge_roots(a: list[Path], b: list[Path]) -> list[Path]:
     merged = list(a)
     for root in b:
         if not any(root == r or r in root.parents for r in merged):

@@ -64,6 +64,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # look for such messages every vt/10 s (kombu's default sweep is every 100 s)
             "unacked_restore_interval": max(1, min(10, vt // 10)),
             "unacked_restore_throttle": 1,
+            # the sweep's mutex is a Redis key; one left behind by a Redis restart mid-sweep
+            # blocks every sweep until it expires (kombu's default: 300 s)
+            "unacked_mutex_expire": min(300, max(5, vt // 10)),
         },
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # a restarting Redis is waited for

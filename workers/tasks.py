@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 from celery import Task
+from celery.exceptions import Reject
 from celery.signals import worker_process_shutdown
 from celery.utils.time import get_exponential_backoff_interval
 from kombu.exceptions import OperationalError
@@ -36,6 +37,14 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
 )
+
+
+# seconds before files whose content another plan has queued are planned again
+DEFER_SECONDS = 5.0
+
+
+class BrokerUnavailableError(ConnectionError):
+    """A message for the next stage could not be published."""
 
 
 class ModelMismatchError(StoreError):
@@ -77,6 +86,15 @@ def _release_store(**_: Any) -> None:
         _context.close()  # flush the shard and release the data directory's lock
 
 
+def _publish(task: Task, args: list[Any], **options: Any) -> None:
+    """Enqueue the next stage. Any failure to publish (after kombu's own retries, and errors of
+    a connection that broke under it) is the broker's, so transient."""
+    try:
+        task.apply_async(args=args, retry=True, **options)
+    except Exception as err:
+        raise BrokerUnavailableError(f"cannot publish {task.name}: {err}") from err
+
+
 def _retry(task: Task, exc: BaseException) -> Exception:
     s = ctx().settings
     countdown = get_exponential_backoff_interval(
@@ -87,7 +105,14 @@ def _retry(task: Task, exc: BaseException) -> Exception:
     # until the owner takes it, however often: giving up would lose it (the tasks' own
     # max_retries is None, so every other retry passes its cap explicitly)
     cap = None if isinstance(exc, StoreBusyError) else s.retry_max
-    return task.retry(exc=exc, countdown=countdown, max_retries=cap)
+    try:
+        return task.retry(exc=exc, countdown=countdown, max_retries=cap)
+    except Reject as rejected:
+        # Celery could not publish the retry (the broker is away) and would drop the message
+        # (requeue=False); hand it back instead. If Redis cannot take even that, the message
+        # stays unacknowledged there and comes back after the visibility timeout.
+        log.warning("%s: cannot publish a retry (%s); message handed back", task.name, rejected)
+        return Reject(rejected.reason, requeue=True)
 
 
 @app.task(bind=True, max_retries=None, name="workers.tasks.scan")
@@ -95,7 +120,7 @@ def scan(self: Task, root: str) -> dict[str, int]:
     """Walk one catalog root and send the listing to the store stage's diff."""
     try:
         request = distributed.scan_request(ctx().settings, [root])
-        plan.apply_async(args=[request], retry=True)
+        _publish(plan, [request])
     except ScanError as err:  # the folder is gone: nothing to retry
         log.warning("scan: %s", err)
         return {"files": 0}
@@ -110,7 +135,7 @@ def rescan(self: Task) -> list[str]:
     try:
         roots = distributed.registered_catalogs(ctx().settings)
         for root in roots:
-            scan.apply_async(args=[root], retry=True)
+            _publish(scan, [root])
     except TRANSIENT as exc:
         raise _retry(self, exc) from exc
     return roots
@@ -123,11 +148,14 @@ def plan(self: Task, request: dict[str, Any]) -> dict[str, Any]:
         result = ctx().stage.plan(request, token=self.request.id)
         for batch in result.batches:
             jobs = [j.as_msg() for j in batch]
-            embed.apply_async(args=[result.target, result.fingerprint, jobs], retry=True)
+            _publish(embed, [result.target, result.fingerprint, jobs])
+        if result.deferred:
+            later = distributed.partial_request(result.deferred, [])
+            _publish(plan, [later], countdown=DEFER_SECONDS)
     except TRANSIENT as exc:
         raise _retry(self, exc) from exc
     queued = sum(len(b) for b in result.batches)
-    return {"target": result.target, "queued": queued, "skipped": result.skipped}
+    return {"target": result.target, "queued": queued, "deferred": len(result.deferred)}
 
 
 @app.task(bind=True, max_retries=None, name="workers.tasks.embed")
@@ -142,7 +170,7 @@ def embed(self: Task, target: str, fingerprint: str, jobs: list[dict[str, Any]])
             model, fp, [distributed.EmbedJob.of(j) for j in jobs], c.settings
         )
         distributed.count(c.settings, c.client, embedded=len(result.points))
-        store.apply_async(args=[target, result.points, result.failed], retry=True)
+        _publish(store, [target, result.points, result.failed])
     except TRANSIENT as exc:
         raise _retry(self, exc) from exc
     return len(result.points)

@@ -81,6 +81,32 @@ def test_new_model_builds_beside_the_old_and_switches_when_complete(
         stage.close()
 
 
+def test_content_queued_by_another_plan_is_deferred_then_joins_without_embedding(
+    private_redis: RedisServer, tmp_path: Path, model
+) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(tmp_path, private_redis)
+    a = write_audio(tmp_path / "a" / "song.flac", 3.0, seed=7, rate=16_000, channels=1)
+    (tmp_path / "b").mkdir()
+    b = tmp_path / "b" / "copy.flac"
+    b.write_bytes(a.read_bytes())  # the same content in another catalog
+    client = distributed.redis_client(settings.broker_url)
+    stage = distributed.StoreStage(settings, client, ModelHandle(settings, model=model))
+    try:
+        first = stage.plan(distributed.scan_request(settings, [a.parent]), token="plan-a")
+        second = stage.plan(distributed.scan_request(settings, [b.parent]), token="plan-b")
+        assert len(first.batches) == 1 and second.batches == []  # embedded once
+        assert [f.path for f in second.deferred] == [str(b)]
+        (job,) = first.batches[0]
+        done = distributed.embed_jobs(model, first.fingerprint, [job], settings)
+        stage.store(first.target, done.points, done.failed)
+        again = stage.plan(distributed.partial_request(second.deferred, []), token="plan-b2")
+        assert again.batches == [] and again.deferred == [] and again.unchanged == 1
+        (record,) = stage.records()
+        assert sorted(record["paths"]) == sorted([str(a), str(b)])
+    finally:
+        stage.close()
+
+
 def test_watcher_reports_files_once_settled_and_deletions(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     kept = write_audio(inbox / "kept.wav", 1.0, rate=16_000, channels=1)
@@ -96,7 +122,7 @@ def test_watcher_reports_files_once_settled_and_deletions(tmp_path: Path) -> Non
     assert watcher.poll(now=t + 10.0) == ([], [])  # reported once
     kept.unlink()
     assert watcher.poll(now=t + 11.0) == ([], [str(kept)])
-    request = distributed.watch_request(ready, [str(kept)])
+    request = distributed.partial_request(ready, [str(kept)])
     assert request["roots"] == sorted([str(new), str(kept)])
 
 
