@@ -49,7 +49,7 @@ from indexer.pipeline import (
 from indexer.plan import plan_changes
 from indexer.scan import CatalogFile, content_hash, resolve_roots, scan
 from indexer.settings import Settings
-from indexer.store.base import Store, TrackPoint, collection_name
+from indexer.store.base import Store, TrackPoint, collection_name, point_id
 
 if TYPE_CHECKING:
     import redis
@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 
 SCAN, EMBED, STORE = "scan", "embed", "store"
 QUEUES = (SCAN, EMBED, STORE)
+# claims left under this many are checked against the store after each write (reconcile)
+_RECONCILE_BELOW = 64
 # kombu's Redis transport keeps priority levels 3, 6, 9 in lists named <queue><sep><level>
 _PRIORITY_SEP = "\x06\x16"
 
@@ -155,10 +157,14 @@ class Claims:
         if digests:
             self.client.hdel(self.key, *digests)
 
-    def live(self) -> int:
+    def held(self) -> list[str]:
+        """The contents claimed now (claims older than the ttl no longer count)."""
         now = time.time()
-        values = self.client.hvals(self.key)
-        return sum(1 for v in values if float(str(v).split("|", 1)[1]) + self.ttl > now)
+        items = self.client.hgetall(self.key).items()
+        return [str(d) for d, v in items if float(str(v).split("|", 1)[1]) + self.ttl > now]
+
+    def live(self) -> int:
+        return len(self.held())
 
 
 def register_catalogs(settings: Settings, roots: Sequence[str]) -> None:
@@ -331,9 +337,27 @@ class StoreStage:
         self.finalize(target)
         return files
 
+    def reconcile(self, target: str) -> None:
+        """Release the claims of contents already written.
+
+        A plan that claimed and then could not publish (the broker went away) runs again; when
+        its contents were written meanwhile (by a redelivered message), it claims nothing and
+        the old claims would stay. A written point is whole, so its claim only guards a repeat.
+        Checked near the end of a run (few claims left), where a stale claim would hold back
+        the alias switch.
+        """
+        claims = self.claims(target)
+        held = claims.held()
+        if not held or len(held) > _RECONCILE_BELOW:
+            return
+        store, _ = self.open()
+        written = {t.id for t in store.retrieve(target, [point_id(d) for d in held])}
+        claims.release([d for d in held if point_id(d) in written])
+
     def finalize(self, target: str) -> bool:
         """Switch the alias to `target` once nothing of it is queued; True when switched."""
         store, _ = self.open()
+        self.reconcile(target)
         if store.alias_target() == target or self.claims(target).live():
             return False
         store.switch_alias(target)

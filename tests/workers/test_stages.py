@@ -103,6 +103,11 @@ def test_content_queued_by_another_plan_is_deferred_then_joins_without_embedding
         assert again.batches == [] and again.deferred == [] and again.unchanged == 1
         (record,) = stage.records()
         assert sorted(record["paths"]) == sorted([str(a), str(b)])
+        # a claim left by a plan that had to run again is released once its content is written
+        claims = stage.claims(first.target)
+        assert claims.take(job.digest, "plan-that-ran-again") and claims.live() == 1
+        stage.finalize(first.target)
+        assert claims.live() == 0
     finally:
         stage.close()
 
