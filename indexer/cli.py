@@ -142,22 +142,18 @@ def _cmd_similar(args: argparse.Namespace) -> int:
         track_id = None
         if not Path(target).is_file():
             raise QueryError(f"{target!r} is neither a track id nor an audio file") from None
-    if track_id is not None:
-        hits = service.find(
-            settings,
-            lambda s: s.similar(track_id, args.limit),
-            lambda r: r.post("/similar", {"id": track_id, "limit": args.limit}),
-            on_wait=_waiting(settings),
-        )
-    else:
-        hits = service.find(
-            settings,
-            lambda s: s.similar_to_file(target, args.limit),
-            lambda r: r.post(
-                "/similar", {"id": point_id(content_hash(target)), "limit": args.limit}
-            ),
-            on_wait=_waiting(settings),
-        )
+
+    def here(s: Any) -> Any:
+        if track_id is None:
+            return s.similar_to_file(target, args.limit)
+        return s.similar(track_id, args.limit)
+
+    def through_owner(r: Any) -> Any:
+        # the serving owner takes ids only: a file is named by its content
+        tid = track_id or point_id(content_hash(target))
+        return r.post("/similar", {"id": tid, "limit": args.limit})
+
+    hits = service.find(settings, here, through_owner, on_wait=_waiting(settings))
     _print_hits(hits, args.json)
     return 0
 

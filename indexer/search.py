@@ -47,6 +47,9 @@ HIDDEN_PAYLOAD = frozenset({CLIP_VECTORS, "dirs"})
 FILTER_KEYS = ("artist", "album", "genre", "year", "duration", "path")
 
 
+EMPTY = "the index is empty: run `indexer index PATH` first"
+
+
 class QueryError(ValueError):
     """The request itself is wrong (empty text, bad filter, unknown track): a 4xx."""
 
@@ -207,10 +210,9 @@ class Searcher:
     def collection(self) -> str:
         """The alias target, checked against the loaded model's fingerprint."""
         with self._lock:
-            target = self.store.alias_target()
-            count = self.store.count(target) if target is not None else 0
-        if target is None or count == 0:
-            raise IndexUnavailable("the index is empty: run `indexer index PATH` first")
+            target = self.store.alias_target()  # a small file read; no count on the hot path
+        if target is None:
+            raise IndexUnavailable(EMPTY)
         built_by = target.removeprefix(self.store.alias + "-")
         if built_by != self.model.fingerprint:
             raise IndexUnavailable(
@@ -256,7 +258,7 @@ class Searcher:
         with self._lock:
             found = self.store.search(target, query, k, where, using=CLIP_MEAN)
         if not found:
-            return []
+            return _nothing_found(where)
         clips, times = self._clips_of(target, found)
         batch = ClipBatch.of_arrays(clips, times)
         fused = self.model.score(emb, batch)
@@ -333,6 +335,8 @@ class Searcher:
         k = max(self.candidates, limit) + (1 if exclude else 0)
         with self._lock:
             found = self.store.search(target, song.tolist(), k, where)
+        if not found and exclude is None:
+            return _nothing_found(where)
         found = [c for c in found if c.id != exclude]
         if not found:
             return []
@@ -392,6 +396,13 @@ def _hit(cand: Candidate, score: float, segments: list[Segment]) -> Hit:
         segments=segments,
         files=[f["path"] for f in p.get("files", [])],
     )
+
+
+def _nothing_found(where: TrackFilter | None) -> list[Hit]:
+    """No candidate at all: fine under a filter, but unfiltered it means an empty collection."""
+    if where is None or where.is_empty():
+        raise IndexUnavailable(EMPTY)
+    return []
 
 
 def _check_limit(limit: int) -> None:

@@ -30,7 +30,7 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from indexer.api.schemas import Health, Hits, Problem, Track, request_models
-from indexer.search import IndexUnavailable, QueryError, Searcher, TrackNotFound
+from indexer.search import EMPTY, IndexUnavailable, QueryError, Searcher, TrackNotFound
 from indexer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -212,9 +212,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except IndexUnavailable as err:
             response.status_code = 503
             return {"status": str(err)}
+        tracks = s.size()
+        if tracks == 0:
+            response.status_code = 503
+            return {"status": EMPTY, "tracks": 0}
         return {
             "status": "ready",
-            "tracks": s.size(),
+            "tracks": tracks,
             "fingerprint": target.removeprefix(s.store.alias + "-"),
         }
 

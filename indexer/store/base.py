@@ -108,6 +108,24 @@ class TrackFilter:
     def is_empty(self) -> bool:
         return all(v is None for v in vars(self).values())
 
+    def matches(self) -> list[tuple[str, str]]:
+        """Exact keyword conditions as (payload key, value); a folder matches `dirs`."""
+        pairs = [(k, getattr(self, k)) for k in ("artist", "album", "genre")]
+        pairs.append(("dirs", self.folder))
+        return [(k, v) for k, v in pairs if v is not None]
+
+    def ranges(self) -> list[tuple[str, float | None, float | None]]:
+        """Inclusive range conditions as (payload key, low, high); None is an open end."""
+        bounds = [
+            ("year", self.year_min, self.year_max),
+            ("duration", self.duration_min, self.duration_max),
+        ]
+        return [
+            (k, None if lo is None else float(lo), None if hi is None else float(hi))
+            for k, lo, hi in bounds
+            if lo is not None or hi is not None
+        ]
+
 
 @dataclass(frozen=True)
 class Candidate:

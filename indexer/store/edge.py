@@ -204,20 +204,7 @@ def _vectors(p: TrackPoint) -> dict[str, Any]:
 def _filter(where: TrackFilter | None) -> qe.Filter | None:
     if where is None or where.is_empty():
         return None
-    must: list[Any] = []
-    for key in ("artist", "album", "genre"):
-        value = getattr(where, key)
-        if value is not None:
-            must.append(qe.FieldCondition(key, match=qe.MatchValue(value)))
-    if where.folder is not None:
-        must.append(qe.FieldCondition("dirs", match=qe.MatchValue(where.folder)))
-    for key, low, high in (
-        ("year", where.year_min, where.year_max),
-        ("duration", where.duration_min, where.duration_max),
-    ):
-        if low is not None or high is not None:
-            bounds = qe.RangeFloat(
-                gte=None if low is None else float(low), lte=None if high is None else float(high)
-            )
-            must.append(qe.FieldCondition(key, range=bounds))
+    must: list[Any] = [qe.FieldCondition(k, match=qe.MatchValue(v)) for k, v in where.matches()]
+    for key, low, high in where.ranges():
+        must.append(qe.FieldCondition(key, range=qe.RangeFloat(gte=low, lte=high)))
     return qe.Filter(must=must)

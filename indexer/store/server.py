@@ -175,17 +175,9 @@ class ServerStore:
 def _filter(where: TrackFilter | None) -> qm.Filter | None:
     if where is None or where.is_empty():
         return None
-    must: list[qm.Condition] = []
-    for key in ("artist", "album", "genre"):
-        value = getattr(where, key)
-        if value is not None:
-            must.append(qm.FieldCondition(key=key, match=qm.MatchValue(value=value)))
-    if where.folder is not None:
-        must.append(qm.FieldCondition(key="dirs", match=qm.MatchValue(value=where.folder)))
-    for key, low, high in (
-        ("year", where.year_min, where.year_max),
-        ("duration", where.duration_min, where.duration_max),
-    ):
-        if low is not None or high is not None:
-            must.append(qm.FieldCondition(key=key, range=qm.Range(gte=low, lte=high)))
+    must: list[qm.Condition] = [
+        qm.FieldCondition(key=k, match=qm.MatchValue(value=v)) for k, v in where.matches()
+    ]
+    for key, low, high in where.ranges():
+        must.append(qm.FieldCondition(key=key, range=qm.Range(gte=low, lte=high)))
     return qm.Filter(must=must)
