@@ -3,8 +3,8 @@
 The store is filled with tracks of the real shape, derived from real embeddings: a pool of
 `collap synth` songs (held-out seeds and phrasings) is embedded with the shipped model; each
 synthetic track strings together runs of clips from 2-4 pool songs (in their time order) with
-per-clip noise, and its song vector comes from the model's own pooling over those clips. So the
-song vector and the clips relate as in a real index, and fusion scores vary across tracks.
+per-clip noise, and its song and first-stage vectors come from the model over those clips. So
+the vectors and the clips relate as in a real index, and fusion scores vary across tracks.
 
 Measured in one run, per scale (10k and 100k tracks):
 - warm `Searcher.search` latency (text encoding, first stage top-100, fusion re-rank, segments)
@@ -60,8 +60,9 @@ def pool(model: Any) -> tuple[list[np.ndarray], list[str]]:
 
 def synthesise(
     model: Any, sources: list[np.ndarray], n: int, seed: int
-) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]]:
-    """n tracks: clips (N_i, D), song vectors (n, D), clip times (N_i, 2)."""
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[np.ndarray]]:
+    """n tracks: clips (N_i, D), song vectors (n, D), first-stage vectors (n, m, D), clip
+    times (N_i, 2)."""
     import torch
 
     from collap_model.outputs import ClipBatch
@@ -82,16 +83,22 @@ def synthesise(
         tracks.append(c.astype(np.float32))
         starts = 5.0 * np.arange(c.shape[0], dtype=np.float32)
         times.append(np.stack([starts, starts + 10.0], axis=1))
-    songs = []
+    songs, first = [], []
     with torch.inference_mode():
         for i in range(0, n, 512):
             batch = ClipBatch.of_arrays(tracks[i : i + 512], times[i : i + 512])
             songs.append(model.song_pool(batch.to(model.device)).float().cpu().numpy())
-    return tracks, np.concatenate(songs), times
+            first.append(model.first_stage_batch(batch).numpy())
+    return tracks, np.concatenate(songs), np.concatenate(first), times
 
 
 def build_store(
-    data_dir: Path, model: Any, tracks: list[np.ndarray], songs: np.ndarray, times: list[np.ndarray]
+    data_dir: Path,
+    model: Any,
+    tracks: list[np.ndarray],
+    songs: np.ndarray,
+    first: np.ndarray,
+    times: list[np.ndarray],
 ) -> None:
     from indexer.store.base import CLIP_VECTORS, TrackPoint, collection_name, encode_clips
     from indexer.store.edge import EdgeStore
@@ -102,7 +109,7 @@ def build_store(
     shutil.rmtree(data_dir, ignore_errors=True)
     store = EdgeStore(data_dir / "qdrant", "tracks")
     name = collection_name("tracks", model.fingerprint)
-    store.ensure_collection(name, model.config.embed_dim)
+    store.ensure_collection(name, model.config.embed_dim, first.shape[1])
     for i in range(0, len(tracks), 500):
         points = []
         for j in range(i, min(len(tracks), i + 500)):
@@ -115,7 +122,10 @@ def build_store(
                 CLIP_VECTORS: encode_clips(tracks[j]),
             }
             pid = str(uuid.UUID(int=j))
-            points.append(TrackPoint(pid, songs[j].tolist(), tracks[j].tolist(), payload))
+            point = TrackPoint(
+                pid, songs[j].tolist(), tracks[j].tolist(), first[j].tolist(), payload
+            )
+            points.append(point)
         store.upsert(name, points)
     store.switch_alias(name)
     store.close()
@@ -214,10 +224,10 @@ def run() -> str:
     queries = [all_queries[i] for i in rng.permutation(len(all_queries))[:LATENCY_QUERIES]]
     rows = []
     for n in SCALES:
-        tracks, songs, times = synthesise(model, sources, n, seed=n)
-        data_dir = CACHE / f"query-store-{n}"
+        tracks, songs, first, times = synthesise(model, sources, n, seed=n)
+        data_dir = CACHE / f"query-store-{n}-{model.fingerprint}"
         began = time.monotonic()
-        build_store(data_dir, model, tracks, songs, times)
+        build_store(data_dir, model, tracks, songs, first, times)
         built = time.monotonic() - began
         settings = Settings(data_dir=data_dir, _env_file=None)  # type: ignore[call-arg]
         py_took, two_stage = python_latency(settings, model, queries)
@@ -241,7 +251,7 @@ def run() -> str:
     return (
         "## Query latency and two-stage recall (`python -m benchmarks.run query`)\n\n"
         f"Warm `indexer query` path (text encoding, first stage top-{Settings().candidates}: "
-        "ANN on the mean clip with fusion's flat-attention query vector, CoLLAP fusion "
+        "ANN on the clips pooled by the text's nearest attention prototype, CoLLAP fusion "
         "re-rank, segments), limit 10, "
         f"{LATENCY_QUERIES} held-out queries after 5 warm-up ones; beside it, exhaustive fusion "
         "scoring of every track (the peer) and the recall@10 of the two-stage search against it "

@@ -107,6 +107,9 @@ class FusionConfig(_Frozen):
     max_period_seconds: float = Field(1200.0, gt=0)  # longest period of the time encoding
     init_temperature: float = Field(0.07, gt=0)  # InfoNCE temperature at initialisation
     global_loss_weight: float = Field(0.5, ge=0)  # weight of the song<->sentence InfoNCE term
+    # attention prototypes of the text search's first stage (fusion.py): each indexed track
+    # stores its clips pooled by each prototype's attention, one ANN vector per prototype
+    first_stage_prototypes: int = Field(2, ge=1, le=8)
 
 
 class ModelConfig(_Frozen):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,7 +80,7 @@ class CoLLAP(nn.Module):
         Cached against the parameters' in-place version counters, so an optimiser step or a
         load invalidates it without hashing on every access.
         """
-        version = sum(p._version for p in self.parameters())
+        version = sum(p._version for p in self.parameters()) + self.fusion.prototypes._version
         if self._fingerprint is not None and self._fingerprint[0] == version:
             return self._fingerprint[1]
         h = hashlib.sha256(json.dumps(self.config.architecture(), sort_keys=True).encode())
@@ -165,15 +165,47 @@ class CoLLAP(nn.Module):
             emb = self.text_encoder(list(texts))
         return TextEmbedding(emb.tokens.float(), emb.mask, emb.sentence.float())
 
-    def first_stage_query(self, text_emb: TextEmbedding) -> Tensor:
-        """Texts -> (B, D) vectors whose dot product with a song's mean clip approximates the
-        fusion score (exact when attention is flat); what an ANN index searches first."""
+    def first_stage_query(self, text_emb: TextEmbedding) -> tuple[Tensor, Tensor]:
+        """Texts -> query vectors ū (B, D) and prototype indices (B,): ū · p_j, with p_j a
+        song's `first_stage_vectors()[j]`, approximates the fusion score; what an ANN index
+        searches first (collap_model/fusion.py)."""
         dev = self.device
         text = TextEmbedding(
             text_emb.tokens.to(dev), text_emb.mask.to(dev), text_emb.sentence.to(dev)
         )
         with torch.inference_mode():
-            return self.fusion.flat_query(text).float()
+            vector, prototype = self.fusion.first_stage_query(text)
+        return vector.float(), prototype
+
+    def first_stage_vectors(self, clips: Tensor, times: Tensor) -> Tensor:
+        """One song's clips (N, D) and clip times (N, 2) -> (m, D): what the index stores for
+        the first stage of text search, one vector per attention prototype."""
+        batch = ClipBatch(clips[None], times[None], torch.ones(1, clips.shape[0], dtype=torch.bool))
+        return self.first_stage_batch(batch)[0]
+
+    def first_stage_batch(self, batch: ClipBatch) -> Tensor:
+        """Songs -> (B, m, D) first-stage vectors (see `first_stage_vectors`)."""
+        with torch.inference_mode():
+            return self.fusion.first_stage_vectors(batch.to(self.device)).float().cpu()
+
+    def fit_first_stage(self, texts: Iterable[TextEmbedding], seed: int = 0) -> Tensor:
+        """Fit the first stage's attention prototypes on batches of embedded texts (captions
+        and queries like the ones users search with); changes the fingerprint."""
+        from collap_model.fusion import fit_prototypes
+
+        dev = self.device
+        with torch.inference_mode():
+            z = torch.cat(
+                [
+                    self.fusion.attention_query(
+                        TextEmbedding(t.tokens.to(dev), t.mask.to(dev), t.sentence.to(dev))
+                    ).float()
+                    for t in texts
+                ]
+            )
+            centres = fit_prototypes(z, self.fusion.prototypes.shape[0], seed)
+            self.fusion.prototypes.copy_(centres)
+        return centres.cpu()
 
     # ---- scoring ----------------------------------------------------------------------------
     def score(

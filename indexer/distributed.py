@@ -115,7 +115,9 @@ def point_msg(point: TrackPoint) -> dict[str, Any]:
 
 
 def point_of(msg: dict[str, Any]) -> TrackPoint:
-    return TrackPoint(str(msg["id"]), msg["song"], msg["clips"], dict(msg["payload"]))
+    return TrackPoint(
+        str(msg["id"]), msg["song"], msg["clips"], msg["first_stage"], dict(msg["payload"])
+    )
 
 
 # ---- Redis bookkeeping --------------------------------------------------------------------------
@@ -279,7 +281,8 @@ class StoreStage:
         roots = [Path(r) for r in request["roots"]]
         files = [file_of(f) for f in request["files"]]
         current = store.alias_target()
-        store.ensure_collection(target, self.model.config.embed_dim)
+        cfg = self.model.config
+        store.ensure_collection(target, cfg.embed_dim, cfg.fusion.first_stage_prototypes)
         if current is not None and current != target:
             # a new model: rebuild every catalog the old collection holds, beside it
             old_roots = {f.root for rec in store.records(current) for f in rec.files}

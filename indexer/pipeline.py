@@ -142,7 +142,11 @@ class IndexRun:
         began = time.monotonic()
         roots = resolve_roots(paths)
         current = self.store.alias_target()
-        self.store.ensure_collection(self.target, self.model.config.embed_dim)
+        self.store.ensure_collection(
+            self.target,
+            self.model.config.embed_dim,
+            self.model.config.fusion.first_stage_prototypes,
+        )
         if current is not None and current != self.target:
             # a new model: rebuild every catalog the old collection holds, beside it
             roots = merge_roots(roots, self._roots_of(current))
@@ -366,9 +370,12 @@ def assemble_point(
         np.stack([starts[order], ends[order]], axis=1) / model.sample_rate
     ).float()  # (N, 2) seconds
     song = model.pool_song(clips, times).cpu()  # (D,)
+    first = model.first_stage_vectors(clips, times)  # (m, D)
     payload = track_payload(files, digest, info, times.tolist(), fingerprint)
     payload[CLIP_VECTORS] = encode_clips(clips.cpu().numpy())
-    return TrackPoint(point_id(digest), song.tolist(), clips.cpu().tolist(), payload)
+    return TrackPoint(
+        point_id(digest), song.tolist(), clips.cpu().tolist(), first.tolist(), payload
+    )
 
 
 def track_payload(

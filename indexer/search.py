@@ -1,9 +1,11 @@
-"""Search: text -> first stage (ANN on `song`, filters) -> CoLLAP fusion re-rank -> hits.
+"""Search: text -> first stage (ANN with filters) -> CoLLAP fusion re-rank -> hits.
 
 Two stages because fusion scores every (text, clip) pair: exact over a whole catalog it costs
-O(tracks x clips). The first stage searches each track's mean clip with the query vector ū of
-fusion's flat-attention approximation (collap_model/fusion.py: f_flat = ū · c̄), which agrees with
-the full fusion ranking far better than the text-independent song vector does
+O(tracks x clips). The first stage is fusion made a dot product (collap_model/fusion.py): one
+attention for all the text's tokens, snapped to the nearest of the model's attention
+prototypes; each track stores its clips pooled by every prototype's attention
+(`first_stage_<j>`), and the query vector ū searches the one of the text's prototype. That
+agrees with the full fusion ranking far better than the song vector or the plain mean clip
 (benchmarks/query.py measures the recall); fusion then orders the `candidates` and says where in
 each track the text matches (the per-clip weights become segments).
 
@@ -23,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from indexer.store.base import (
-    CLIP_MEAN,
     CLIP_VECTORS,
     Candidate,
     Store,
     StoredTrack,
     TrackFilter,
     decode_clips,
+    first_stage_name,
     point_id,
 )
 
@@ -254,9 +256,10 @@ class Searcher:
         except ValueError as err:  # the model refuses text longer than it can read whole
             raise QueryError(str(err)) from err
         k = max(self.candidates, limit)
-        query = self.model.first_stage_query(emb)[0].cpu().tolist()
+        vectors, prototypes = self.model.first_stage_query(emb)
+        using = first_stage_name(int(prototypes[0]))
         with self._lock:
-            found = self.store.search(target, query, k, where, using=CLIP_MEAN)
+            found = self.store.search(target, vectors[0].cpu().tolist(), k, where, using=using)
         if not found:
             return _nothing_found(where)
         clips, times = self._clips_of(target, found)

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,13 @@ import torch
 
 from collap_model.checkpoint import load_model, save_checkpoint
 from collap_model.model import CoLLAP, TrainingBatch
+from collap_model.outputs import TextEmbedding
 from collap_model.training.cache import AudioCache, TextCache, audio_cache, text_cache
 from collap_model.training.evaluate import both_ways, embed_songs, fusion_scores
 
 log = logging.getLogger("collap.train")
 STATE_FILE = "train_state.pt"
+FIT_CHUNK = 64  # texts per text-encoder call when fitting the first stage
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,19 @@ def make_batch(
         clip_times=torch.from_numpy(np.concatenate(times)),
         clip_counts=counts,
     )
+
+
+def fit_first_stage(model: CoLLAP, data: Data, songs: list[int], seed: int) -> None:
+    """Fit the text search's attention prototypes (collap_model/fusion.py) on the training
+    songs' captions and queries, in manifest order."""
+    index = [i for s in songs for i in (data.captions[s], *data.queries[s])]
+
+    def batches() -> Iterator[TextEmbedding]:
+        with torch.inference_mode():
+            for i in range(0, len(index), FIT_CHUNK):
+                yield model.text_encoder(data.texts.states(index[i : i + FIT_CHUNK]))
+
+    model.fit_first_stage(batches(), seed)
 
 
 def lr_at(step: int, recipe: Recipe) -> float:
@@ -204,6 +220,7 @@ def train(
         return {"stopped_at": end, "steps": recipe.steps, "history": history}
     model.eval()
     model.trained = True
+    fit_first_stage(model, data, train_songs, recipe.seed)
     save_checkpoint(model, out)
     report = {
         "fingerprint": model.fingerprint,

@@ -3,8 +3,9 @@
 Schema (one point per track, see ARCHITECTURE.md):
 - id: uuid5 of the file's content hash, so identical content at several paths is one point and
   the id is the same on every machine and run;
-- named vectors `song` (dense, cosine, HNSW: similar tracks), `clip_mean` (dense, dot, HNSW:
-  the text search's first stage) and `clips` (multivector, cosine MaxSim, no graph);
+- named vectors `song` (dense, cosine, HNSW: similar tracks), `first_stage_0` .. `_{m-1}`
+  (dense, dot, HNSW: the text search's first stage, the clips pooled by each of the model's m
+  attention prototypes) and `clips` (multivector, cosine MaxSim, no graph);
 - payload: the fields of PAYLOAD_INDEXES below and the file's facts, plus `files` (every path
   holding this content), `dirs` (every folder above those paths, for path-prefix filters) and
   `clip_vectors` (the clips again, float16, base64: re-ranking reads a candidate's clips from
@@ -28,9 +29,9 @@ import numpy as np
 ID_NAMESPACE = uuid.UUID("6f0c1d1e-4c3b-5a8e-9d52-8a3f0e6c2b71")
 SONG = "song"
 CLIPS = "clips"
-# the mean of the clips, unnormalised, searched by dot product: the text search's first stage
-# (fusion's flat-attention approximation, collap_model/fusion.py); derived by the stores on write
-CLIP_MEAN = "clip_mean"
+# prefix of the first-stage vectors: the clips pooled by one of the model's attention prototypes,
+# unnormalised, searched by dot product (collap_model/fusion.py); the model computes them
+FIRST_STAGE = "first_stage"
 
 
 class FieldType(StrEnum):
@@ -70,8 +71,23 @@ def collection_name(alias: str, fingerprint: str) -> str:
     return f"{alias}-{fingerprint}"
 
 
-def clip_mean(clips: list[list[float]]) -> list[float]:
-    return np.asarray(clips, dtype=np.float32).mean(axis=0).tolist()
+def first_stage_name(prototype: int) -> str:
+    """The named vector of one attention prototype."""
+    return f"{FIRST_STAGE}_{prototype}"
+
+
+def first_stage_names(count: int) -> list[str]:
+    return [first_stage_name(j) for j in range(count)]
+
+
+def named_vectors(point: TrackPoint) -> dict[str, Any]:
+    """Every named vector of a point, as both stores write it."""
+    names = first_stage_names(len(point.first_stage))
+    return {
+        SONG: point.song,
+        CLIPS: point.clips,
+        **dict(zip(names, point.first_stage, strict=True)),
+    }
 
 
 def encode_clips(clips: np.ndarray) -> str:
@@ -160,6 +176,7 @@ class TrackPoint:
     id: str
     song: list[float]  # (D,)
     clips: list[list[float]]  # (N, D)
+    first_stage: list[list[float]]  # (m, D): one vector per attention prototype
     payload: dict[str, Any]
 
 
@@ -205,8 +222,9 @@ class Store(Protocol):
     def collections(self) -> list[str]:
         """Every collection of this alias (`<alias>-<fingerprint>`)."""
 
-    def ensure_collection(self, name: str, dim: int) -> None:
-        """Create the collection with the schema if it does not exist."""
+    def ensure_collection(self, name: str, dim: int, first_stage: int) -> None:
+        """Create the collection with the schema if it does not exist; `first_stage` is the
+        number of first-stage vectors (the model's attention prototypes)."""
 
     def switch_alias(self, name: str) -> str | None:
         """Point the alias at `name`; returns the previous target."""

@@ -17,7 +17,6 @@ from typing import Any
 import qdrant_edge as qe
 
 from indexer.store.base import (
-    CLIP_MEAN,
     CLIPS,
     PAYLOAD_INDEXES,
     RECORD_FIELDS,
@@ -29,7 +28,8 @@ from indexer.store.base import (
     TrackFilter,
     TrackPoint,
     TrackRecord,
-    clip_mean,
+    first_stage_names,
+    named_vectors,
     record_of,
 )
 
@@ -41,12 +41,12 @@ _SCHEMA = {
 }
 
 
-def _config(dim: int) -> qe.EdgeConfig:
+def _config(dim: int, count: int) -> qe.EdgeConfig:
     no_graph = qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000)
     return qe.EdgeConfig(
         vectors={
             SONG: qe.EdgeVectorParams(dim, qe.Distance.Cosine),
-            CLIP_MEAN: qe.EdgeVectorParams(dim, qe.Distance.Dot),
+            **{n: qe.EdgeVectorParams(dim, qe.Distance.Dot) for n in first_stage_names(count)},
             CLIPS: qe.EdgeVectorParams(
                 dim,
                 qe.Distance.Cosine,
@@ -96,13 +96,13 @@ class EdgeStore:
             self._shards[name] = shard
         return shard
 
-    def ensure_collection(self, name: str, dim: int) -> None:
+    def ensure_collection(self, name: str, dim: int, first_stage: int) -> None:
         directory = self._dir(name)
         if (directory / "edge_config.json").exists():
             return
         if directory.exists():
             shutil.rmtree(directory)  # an interrupted create left no usable shard
-        shard = qe.EdgeShard.create(str(directory), _config(dim))
+        shard = qe.EdgeShard.create(str(directory), _config(dim, first_stage))
         for field_name, kind in PAYLOAD_INDEXES.items():
             shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA[kind]))
         shard.flush()
@@ -128,7 +128,7 @@ class EdgeStore:
         if not points:
             return
         shard = self._shard(name)
-        batch = [qe.Point(p.id, _vectors(p), p.payload) for p in points]
+        batch = [qe.Point(p.id, named_vectors(p), p.payload) for p in points]
         shard.update(qe.UpdateOperation.upsert_points(batch))
         shard.flush()
 
@@ -195,10 +195,6 @@ class EdgeStore:
             shard.flush()
             shard.close()
         self._shards.clear()
-
-
-def _vectors(p: TrackPoint) -> dict[str, Any]:
-    return {SONG: p.song, CLIP_MEAN: clip_mean(p.clips), CLIPS: p.clips}
 
 
 def _filter(where: TrackFilter | None) -> qe.Filter | None:

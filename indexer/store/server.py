@@ -10,7 +10,6 @@ from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from indexer.store.base import (
-    CLIP_MEAN,
     CLIPS,
     PAYLOAD_INDEXES,
     RECORD_FIELDS,
@@ -22,7 +21,8 @@ from indexer.store.base import (
     TrackFilter,
     TrackPoint,
     TrackRecord,
-    clip_mean,
+    first_stage_names,
+    named_vectors,
     record_of,
 )
 
@@ -60,14 +60,17 @@ class ServerStore:
             c.name for c in self.client.get_collections().collections if c.name.startswith(prefix)
         )
 
-    def ensure_collection(self, name: str, dim: int) -> None:
+    def ensure_collection(self, name: str, dim: int, first_stage: int) -> None:
         if self.client.collection_exists(name):
             return
         self.client.create_collection(
             name,
             vectors_config={
                 SONG: qm.VectorParams(size=dim, distance=qm.Distance.COSINE),
-                CLIP_MEAN: qm.VectorParams(size=dim, distance=qm.Distance.DOT),
+                **{
+                    n: qm.VectorParams(size=dim, distance=qm.Distance.DOT)
+                    for n in first_stage_names(first_stage)
+                },
                 CLIPS: qm.VectorParams(
                     size=dim,
                     distance=qm.Distance.COSINE,
@@ -102,7 +105,7 @@ class ServerStore:
             structs = [
                 qm.PointStruct(
                     id=p.id,
-                    vector={SONG: p.song, CLIP_MEAN: clip_mean(p.clips), CLIPS: p.clips},
+                    vector=named_vectors(p),
                     payload=p.payload,
                 )
                 for p in points

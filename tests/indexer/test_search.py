@@ -70,11 +70,24 @@ def test_hits_carry_score_parts_and_segments(searcher: Searcher) -> None:
             assert 0.0 <= s.start < s.end <= h.duration + 10.0
 
 
-def test_first_stage_order_differs_from_fusion_order(searcher: Searcher) -> None:
-    """Re-ranking happens: fusion reorders the first stage's candidates."""
-    hits = searcher.search("a bright ambient piece with synth bass and synth strings", limit=11)
-    first = [h.first_stage for h in hits]
-    assert first != sorted(first, reverse=True)
+def test_hits_are_ordered_by_fusion_not_by_the_first_stage(searcher: Searcher) -> None:
+    """Re-ranking happens: hits come in fusion order, and for some texts that order differs
+    from the first stage's (an approximation of fusion, so the two often agree)."""
+    texts = [
+        "a bright ambient piece with synth bass and synth strings",
+        "soft piano opening, then drums and strings",
+        "fast loud drums from the start",
+        "the music fades out at the end",
+        "a slow waltz with a brass chorus",
+    ]
+    reordered = 0
+    for text in texts:
+        hits = searcher.search(text, limit=11)
+        scores = [h.score for h in hits]
+        assert scores == sorted(scores, reverse=True)
+        first = [h.first_stage for h in hits]
+        reordered += first != sorted(first, reverse=True)
+    assert reordered > 0
 
 
 def test_filters(searcher: Searcher, search_catalog: SearchCatalog) -> None:

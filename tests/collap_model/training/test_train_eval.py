@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from collap_model import load_model
 from collap_model.training.evaluate import both_ways, retrieval_metrics, timed_sentences
 from collap_model.training.train import Recipe, train
 from tests.collap_model.test_synth import TIMGM, needs_fluidsynth
@@ -47,6 +48,8 @@ def test_train_resumes_to_the_same_weights(dataset: Path, tmp_path: Path) -> Non
     assert resumed["fingerprint"] == straight["fingerprint"]
     meta = json.loads((tmp_path / "a" / "config.json").read_text())
     assert meta["trained"] is True and meta["fingerprint"] == straight["fingerprint"]
+    trained = load_model(tmp_path / "a", device="cpu")  # the first stage is fitted on its texts
+    assert float(torch.pdist(trained.fusion.prototypes).min()) > 0.0
     assert [h["step"] for h in straight["history"]] == [2, 4]
     with pytest.raises(ValueError, match="another recipe"):
         train(
