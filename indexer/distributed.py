@@ -361,7 +361,10 @@ class StoreStage:
         """Switch the alias to `target` once nothing of it is queued; True when switched."""
         store, _ = self.open()
         self.reconcile(target)
-        if store.alias_target() == target or self.claims(target).live():
+        if self.claims(target).live():
+            return False
+        store.optimize(target)  # index what the run wrote; quick when nothing is due
+        if store.alias_target() == target:
             return False
         store.switch_alias(target)
         for old in store.collections():

@@ -160,6 +160,7 @@ class IndexRun:
         self.summary.removed = plan.removed
         self._apply_bookkeeping(plan)
         self._embed_all(plan)
+        self.store.optimize(self.target)
         if current != self.target:
             self.store.switch_alias(self.target)
             for old in self.store.collections():

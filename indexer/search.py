@@ -76,7 +76,7 @@ class Segment:
 class Hit:
     id: str
     score: float  # the ranking score: fusion score (search) or clip-level similarity (similar)
-    first_stage: float  # first-stage similarity (search: ū · mean clip; similar: song cosine)
+    first_stage: float  # first-stage similarity (search: ū · pooled clips; similar: song cosine)
     rerank: float  # the re-ranking score (equal to `score`; kept as its own part)
     path: str
     title: str | None

@@ -90,7 +90,7 @@ class HitOut(BaseModel):
     id: str
     score: float = Field(description="ranking score (fusion score for search)")
     first_stage: float = Field(
-        description="first-stage similarity (search: query . mean clip; similar: song cosine)"
+        description="first-stage similarity (search: query . pooled clips; similar: song cosine)"
     )
     rerank: float = Field(description="the re-ranking score")
     path: str

@@ -32,6 +32,11 @@ CLIPS = "clips"
 # prefix of the first-stage vectors: the clips pooled by one of the model's attention prototypes,
 # unnormalised, searched by dot product (collap_model/fusion.py); the model computes them
 FIRST_STAGE = "first_stage"
+# segments up to this many KB of first-stage vectors (~250k tracks at D = 256) are scanned
+# exactly rather than through HNSW: a scan of 100k tracks takes ~4 ms on 2 cores, and HNSW on
+# these unnormalised vectors kept only 0.79-0.91 of the exact top 100 (hnsw_ef 100-1600,
+# benchmarks/query.py store), which the fusion re-rank cannot win back
+FIRST_STAGE_FULL_SCAN_KB = 262_144
 
 
 class FieldType(StrEnum):
@@ -230,6 +235,10 @@ class Store(Protocol):
         """Point the alias at `name`; returns the previous target."""
 
     def drop_collection(self, name: str) -> None: ...
+
+    def optimize(self, name: str) -> None:
+        """Build the search indexes (HNSW graphs, payload indexes) over what was written: the
+        embedded engine does this only when asked, a Qdrant server on its own."""
 
     def upsert(self, name: str, points: Sequence[TrackPoint]) -> None: ...
 

@@ -18,6 +18,7 @@ import qdrant_edge as qe
 
 from indexer.store.base import (
     CLIPS,
+    FIRST_STAGE_FULL_SCAN_KB,
     PAYLOAD_INDEXES,
     RECORD_FIELDS,
     SONG,
@@ -43,10 +44,16 @@ _SCHEMA = {
 
 def _config(dim: int, count: int) -> qe.EdgeConfig:
     no_graph = qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000)
+    first_stage = qe.HnswIndexConfig(
+        m=16, ef_construct=100, full_scan_threshold=FIRST_STAGE_FULL_SCAN_KB
+    )
     return qe.EdgeConfig(
         vectors={
             SONG: qe.EdgeVectorParams(dim, qe.Distance.Cosine),
-            **{n: qe.EdgeVectorParams(dim, qe.Distance.Dot) for n in first_stage_names(count)},
+            **{
+                n: qe.EdgeVectorParams(dim, qe.Distance.Dot, hnsw_config=first_stage)
+                for n in first_stage_names(count)
+            },
             CLIPS: qe.EdgeVectorParams(
                 dim,
                 qe.Distance.Cosine,
@@ -107,6 +114,9 @@ class EdgeStore:
             shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA[kind]))
         shard.flush()
         self._shards[name] = shard
+
+    def optimize(self, name: str) -> None:
+        self._shard(name).optimize()
 
     def switch_alias(self, name: str) -> str | None:
         aliases = self._aliases()

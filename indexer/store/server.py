@@ -11,6 +11,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from indexer.store.base import (
     CLIPS,
+    FIRST_STAGE_FULL_SCAN_KB,
     PAYLOAD_INDEXES,
     RECORD_FIELDS,
     SONG,
@@ -68,7 +69,11 @@ class ServerStore:
             vectors_config={
                 SONG: qm.VectorParams(size=dim, distance=qm.Distance.COSINE),
                 **{
-                    n: qm.VectorParams(size=dim, distance=qm.Distance.DOT)
+                    n: qm.VectorParams(
+                        size=dim,
+                        distance=qm.Distance.DOT,
+                        hnsw_config=qm.HnswConfigDiff(full_scan_threshold=FIRST_STAGE_FULL_SCAN_KB),
+                    )
                     for n in first_stage_names(first_stage)
                 },
                 CLIPS: qm.VectorParams(
@@ -96,6 +101,9 @@ class ServerStore:
         )
         self.client.update_collection_aliases(ops)  # one request: the switch is atomic
         return old
+
+    def optimize(self, name: str) -> None:
+        """A Qdrant server builds its indexes in the background."""
 
     def drop_collection(self, name: str) -> None:
         self.client.delete_collection(name)

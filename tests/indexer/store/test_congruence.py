@@ -85,6 +85,8 @@ def exercise(store: Store) -> dict[str, Any]:
 
     out["search"] = ids(store.search("tracks-a", vec(3), 5))
     out["scores"] = [round(h.score, 4) for h in store.search("tracks-a", vec(3), 2)]
+    store.optimize("tracks-a")
+    out["optimized"] = ids(store.search("tracks-a", vec(3), 5)) == out["search"]
     for j in range(FIRST_STAGE):  # the text search's first stage: one vector per prototype
         hits = store.search("tracks-a", vec(3), 5, using=first_stage_name(j))
         out[f"first_stage_{j}"] = [(h.id, round(h.score, 4)) for h in hits]
