@@ -142,12 +142,15 @@ def searcher(
     announce: dict[str, Any] | None = None,
 ) -> Iterator[Searcher]:
     """The loaded model over the open store (embedded: under the data directory's lock)."""
+    import torch
+
     from collap_model.checkpoint import load_model
     from indexer.search import Searcher
 
     with session(settings, wait=wait, on_wait=on_wait) as s:
         if announce:
             s.announce(**announce)
+        torch.set_num_threads(settings.search_threads)
         model = load_model(settings.model, device=settings.device)
         yield Searcher(s.store, model, settings.candidates, settings.max_query_chars)
 

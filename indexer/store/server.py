@@ -72,6 +72,7 @@ class ServerStore:
                     n: qm.VectorParams(
                         size=dim,
                         distance=qm.Distance.DOT,
+                        datatype=qm.Datatype.FLOAT16,  # as the embedded store (edge.py says why)
                         hnsw_config=qm.HnswConfigDiff(full_scan_threshold=FIRST_STAGE_FULL_SCAN_KB),
                     )
                     for n in first_stage_names(first_stage)

@@ -89,7 +89,8 @@ def exercise(store: Store) -> dict[str, Any]:
     out["optimized"] = ids(store.search("tracks-a", vec(3), 5)) == out["search"]
     for j in range(FIRST_STAGE):  # the text search's first stage: one vector per prototype
         hits = store.search("tracks-a", vec(3), 5, using=first_stage_name(j))
-        out[f"first_stage_{j}"] = [(h.id, round(h.score, 4)) for h in hits]
+        # float16 storage in Qdrant (local mode computes in float32): scores agree to ~1e-3
+        out[f"first_stage_{j}"] = [(h.id, round(h.score, 2)) for h in hits]
     out["filtered"] = {
         "artist": ids(store.search("tracks-a", vec(3), 5, TrackFilter(artist="artist 0"))),
         "years": ids(
