@@ -110,17 +110,20 @@ class TemporalFusion(nn.Module):
         # zeros (flat attention) until `fit_prototypes`; saved with the weights
         self.register_buffer("prototypes", torch.zeros(f.first_stage_prototypes, f.attn_dim))
 
+    def token_weights(self, text: TextEmbedding) -> Tensor:
+        """Texts -> β (B, L): how much each token matters."""
+        return masked_softmax(self.w_beta(text.tokens).squeeze(-1), text.mask, dim=1)
+
     def first_stage_query(self, text: TextEmbedding) -> tuple[Tensor, Tensor]:
         """Texts -> ū (B, D) and the index of the nearest prototype (B,) (module docstring)."""
-        u = F.normalize(self.w_u(text.tokens), dim=-1)  # (B, L, D)
-        beta = masked_softmax(self.w_beta(text.tokens).squeeze(-1), text.mask, dim=1)  # (B, L)
-        u_bar = torch.einsum("bl,bld->bd", beta, u)
-        return u_bar, torch.cdist(self.attention_query(text), self.prototypes).argmin(dim=1)
+        beta = self.token_weights(text)
+        u_bar = torch.einsum("bl,bld->bd", beta, F.normalize(self.w_u(text.tokens), dim=-1))
+        z_bar = torch.einsum("bl,ble->be", beta, self.w_q(text.tokens))
+        return u_bar, torch.cdist(z_bar, self.prototypes).argmin(dim=1)
 
     def attention_query(self, text: TextEmbedding) -> Tensor:
         """Texts -> z̄ (B, d): the β-weighted mean of the tokens' attention queries."""
-        beta = masked_softmax(self.w_beta(text.tokens).squeeze(-1), text.mask, dim=1)
-        return torch.einsum("bl,ble->be", beta, self.w_q(text.tokens))
+        return torch.einsum("bl,ble->be", self.token_weights(text), self.w_q(text.tokens))
 
     def first_stage_vectors(self, clips: ClipBatch) -> Tensor:
         """Songs -> (B, m, D): the clips pooled by each prototype's attention (p_j above)."""
@@ -130,12 +133,11 @@ class TemporalFusion(nn.Module):
         return torch.einsum("bmn,bnd->bmd", attn, clips.clips)
 
     def forward(self, text: TextEmbedding, clips: ClipBatch) -> FusionScores:
-        t_mask = text.mask  # (Bt, L)
         c_mask = clips.mask  # (Ba, N)
         u = F.normalize(self.w_u(text.tokens), dim=-1)  # (Bt, L, D)
         q = self.w_q(text.tokens)  # (Bt, L, d)
         k = self.w_k(clips.clips) + self.time(clips.clip_times, c_mask)  # (Ba, N, d)
-        beta = masked_softmax(self.w_beta(text.tokens).squeeze(-1), t_mask, dim=1)  # (Bt, L)
+        beta = self.token_weights(text)  # (Bt, L)
         sim = torch.einsum("ild,jnd->ijln", u, clips.clips)  # (Bt, Ba, L, N)
         logits = torch.einsum("ile,jne->ijln", q, k) / math.sqrt(self.attn_dim)  # (Bt, Ba, L, N)
         attn = masked_softmax(logits, c_mask[None, :, None, :], dim=-1)  # (Bt, Ba, L, N)
