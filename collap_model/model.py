@@ -169,12 +169,8 @@ class CoLLAP(nn.Module):
         """Texts -> query vectors ū (B, D) and prototype indices (B,): ū · p_j, with p_j a
         song's `first_stage_vectors()[j]`, approximates the fusion score; what an ANN index
         searches first (collap_model/fusion.py)."""
-        dev = self.device
-        text = TextEmbedding(
-            text_emb.tokens.to(dev), text_emb.mask.to(dev), text_emb.sentence.to(dev)
-        )
         with torch.inference_mode():
-            vector, prototype = self.fusion.first_stage_query(text)
+            vector, prototype = self.fusion.first_stage_query(text_emb.to(self.device))
         return vector.float(), prototype
 
     def first_stage_vectors(self, clips: Tensor, times: Tensor) -> Tensor:
@@ -193,16 +189,8 @@ class CoLLAP(nn.Module):
         and queries like the ones users search with); changes the fingerprint."""
         from collap_model.fusion import fit_prototypes
 
-        dev = self.device
         with torch.inference_mode():
-            z = torch.cat(
-                [
-                    self.fusion.attention_query(
-                        TextEmbedding(t.tokens.to(dev), t.mask.to(dev), t.sentence.to(dev))
-                    ).float()
-                    for t in texts
-                ]
-            )
+            z = torch.cat([self.fusion.attention_query(t.to(self.device)).float() for t in texts])
             centres = fit_prototypes(z, self.fusion.prototypes.shape[0], seed)
             self.fusion.prototypes.copy_(centres)
         return centres.cpu()
@@ -214,11 +202,8 @@ class CoLLAP(nn.Module):
         """Fusion scores (B_t, B_a) with per-clip weights and scores (B_t, B_a, N)."""
         batch = audio_embs if isinstance(audio_embs, ClipBatch) else ClipBatch.of(audio_embs)
         dev = self.device
-        text = TextEmbedding(
-            text_emb.tokens.to(dev), text_emb.mask.to(dev), text_emb.sentence.to(dev)
-        )
         with torch.inference_mode():
-            return self.fusion(text, batch.to(dev))
+            return self.fusion(text_emb.to(dev), batch.to(dev))
 
     # ---- training ---------------------------------------------------------------------------
     def forward(self, batch: TrainingBatch) -> ModelOutput:

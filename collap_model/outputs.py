@@ -75,6 +75,9 @@ class TextEmbedding:
     def __len__(self) -> int:
         return int(self.sentence.shape[0])
 
+    def to(self, device: torch.device | str) -> TextEmbedding:
+        return TextEmbedding(self.tokens.to(device), self.mask.to(device), self.sentence.to(device))
+
     def select(self, index: int) -> TextEmbedding:
         """The text at `index` alone, trimmed to its own length."""
         n = int(self.mask[index].sum())
