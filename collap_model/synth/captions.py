@@ -371,17 +371,52 @@ class _Writer:
         ordered = events[:2] + entries[:1] + moments[:1] + events[2:] + entries[1:] + moments[1:]
         return out + ordered
 
+    def identity(self) -> list[str]:
+        """Ways to say which song a query means (style, mood, two of its main instruments),
+        shuffled: a fact such as "the tempo gets slower at 1:20" is true of many songs."""
+        main = self.main[:3]
+        picked = self.rng.sample(main, min(2, len(main)))
+        fields = {
+            **self.common(),
+            "inst1": picked[0] if picked else "",
+            "inst2": picked[1] if len(picked) > 1 else "",
+        }
+        options = [
+            t for t in self.book.q_identity if picked and ("{inst2}" not in t or len(picked) > 1)
+        ]
+        self.rng.shuffle(options)
+        return [" ".join(t.format(**fields).split()) for t in options]
+
     def queries(self, count: int) -> list[str]:
+        """The overall description, then facts each led by the song's identity; facts too
+        long to share QUERY_WORDS with an identity are used alone only if too few fit."""
+        low, high = QUERY_WORDS
         out: list[str] = []
-        for _kind, templates, fields in self.facts():
+        alone: list[list[str]] = []
+
+        def fits(text: str) -> bool:
+            return low <= words(text) <= high and text not in out
+
+        for n, (_kind, templates, fields) in enumerate(self.facts()):
             if len(out) == count:
                 break
-            options = list(templates)
-            self.rng.shuffle(options)
-            for template in options:
-                text = " ".join(template.format(**fields).split())
-                low, high = QUERY_WORDS
-                if low <= words(text) <= high and text not in out:
-                    out.append(text)
-                    break
+            facts = [" ".join(t.format(**fields).split()) for t in templates]
+            self.rng.shuffle(facts)
+            if n == 0:
+                out.extend(next(([f] for f in facts if fits(f)), []))
+                continue
+            joints = list(self.book.q_joint)
+            self.rng.shuffle(joints)
+            joined = (
+                j.format(identity=i, fact=f) for f in facts for i in self.identity() for j in joints
+            )
+            text = next((t for t in joined if fits(t)), None)
+            if text is None:
+                alone.append(facts)
+            else:
+                out.append(text)
+        for facts in alone:
+            if len(out) == count:
+                break
+            out.extend(next(([f] for f in facts if fits(f)), []))
         return out

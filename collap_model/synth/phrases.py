@@ -86,6 +86,9 @@ class Phrasebook:
     q_fade: tuple[str, ...]
     q_chord_end: tuple[str, ...]  # {tonic}
     q_no_drums: tuple[str, ...]  # {style} {inst1} {inst2}
+    # what a query leads with to say which song it means, before one thing that happens in it
+    q_identity: tuple[str, ...]  # {a_mood} {mood} {style} {inst1} {inst2}
+    q_joint: tuple[str, ...]  # {identity} {fact}: the two halves of a query
 
     def templates(self) -> set[str]:
         """Every sentence, query and word choice of the book (for the disjointness test);
@@ -252,6 +255,13 @@ TRAIN = Phrasebook(
     q_fade=("song fades out slowly at the end", "ends with a gentle fade-out"),
     q_chord_end=("ends on a long held {tonic} chord", "song ending on a sustained final chord"),
     q_no_drums=("{style} with no drums at all", "{style} without drums, just {inst1} and {inst2}"),
+    q_identity=(
+        "{style} with {inst1} and {inst2}",
+        "{mood} {style} featuring {inst1}",
+        "{style} featuring {inst1} and {inst2}",
+        "{style} full of {inst1}",
+    ),
+    q_joint=("{identity}, {fact}", "{identity} where {fact}", "{identity}: {fact}"),
 )
 
 
@@ -426,6 +436,13 @@ HELDOUT = Phrasebook(
         "{style} entirely free of percussion",
         "percussion-free {style} of {inst1} plus {inst2}",
     ),
+    q_identity=(
+        "{style} built around {inst1} plus {inst2}",
+        "{mood} {style} led by {inst1}",
+        "{style} centred on {inst1} alongside {inst2}",
+        "{style} heavy on {inst1}",
+    ),
+    q_joint=("{identity} - {fact}", "{identity}; {fact}", "{identity} in which {fact}"),
 )
 
 PHRASEBOOKS: dict[str, Phrasebook] = {TRAIN.name: TRAIN, HELDOUT.name: HELDOUT}

@@ -15,7 +15,7 @@ from collap_model.synth.arrange import arrange
 from collap_model.synth.captions import QUERY_WORDS, clock, describe, words
 from collap_model.synth.dataset import ManifestError, generate_dataset, read_manifest
 from collap_model.synth.midi import read_markers
-from collap_model.synth.phrases import HELDOUT, TRAIN, Phrasebook
+from collap_model.synth.phrases import HELDOUT, PHRASEBOOKS, TRAIN, Phrasebook
 from collap_model.synth.render import SAMPLE_RATE, render_song, resolve_soundfont
 from collap_model.synth.structure import (
     SectionKind,
@@ -153,6 +153,22 @@ def test_queries_are_five_short_distinct_texts(phrasing: str) -> None:
         times = {clock(s.start) for s in plan.sections}
         for stamp in re.findall(r"\b\d+:\d\d\b", " ".join(queries)):
             assert stamp in times
+
+
+@pytest.mark.parametrize("phrasing", ["train", "heldout"])
+def test_most_queries_name_the_songs_style_and_a_main_instrument(phrasing: str) -> None:
+    """A fact like "the tempo gets slower at 1:20" is true of many songs; queries lead with
+    which song they mean, so that one query can find one song in a catalog."""
+    book = PHRASEBOOKS[phrasing]
+    named = total = 0
+    for plan in plans():
+        styles = book.styles[plan.style]
+        names = {n for s in plan.sections for n in s.instruments if n != "drums"}
+        aliases = {a for n in names for a in book.aliases.get(n, (n,))}
+        for q in describe(plan, phrasing).queries:
+            total += 1
+            named += any(s in q for s in styles) and any(a in q for a in aliases)
+    assert named >= 0.7 * total, (named, total)
 
 
 def test_heldout_phrasings_share_no_template_or_descriptive_word_with_train() -> None:
