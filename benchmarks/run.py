@@ -24,7 +24,6 @@ BENCHMARKS = {
     "indexing": "benchmarks.indexing",
     "retrieval": "benchmarks.retrieval",
     "query": "benchmarks.query",
-    "first_stage": "benchmarks.first_stage",
     "workers": "benchmarks.workers",
 }
 OUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"

@@ -28,10 +28,6 @@ from collap_model.registry import (
 
 __all__ = ["CheckpointError", "load_model", "resolve_device", "save_checkpoint"]
 
-# tensors a checkpoint may lack: checkpoints saved before the first stage had fitted prototypes
-# keep the zeros they start with (flat attention: the first stage searches the mean clip)
-OPTIONAL_TENSORS = frozenset({"fusion.prototypes"})
-
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """`auto`: cuda when available, else cpu; "cpu"/"cuda"/"cuda:N" as given."""
@@ -72,7 +68,7 @@ def load_weights(model: CoLLAP, weights: Path) -> None:
     except (OSError, RuntimeError) as err:
         raise CheckpointError(f"cannot read weights {weights}: {err}") from err
     expected = model.owned_state()
-    missing = sorted(set(expected) - set(state) - OPTIONAL_TENSORS)
+    missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [
         f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"

@@ -107,9 +107,9 @@ class FusionConfig(_Frozen):
     max_period_seconds: float = Field(1200.0, gt=0)  # longest period of the time encoding
     init_temperature: float = Field(0.07, gt=0)  # InfoNCE temperature at initialisation
     global_loss_weight: float = Field(0.5, ge=0)  # weight of the song<->sentence InfoNCE term
-    # attention prototypes of the text search's first stage (fusion.py): each indexed track
-    # stores its clips pooled by each prototype's attention, one ANN vector per prototype
-    first_stage_prototypes: int = Field(2, ge=1, le=8)
+    # m learned attention patterns each token chooses among (fusion.py); an indexed track stores
+    # its clips pooled by every pattern (m x embed_dim floats), the text search's exact first stage
+    patterns: int = Field(4, ge=1, le=16)
 
 
 class ModelConfig(_Frozen):
@@ -120,6 +120,11 @@ class ModelConfig(_Frozen):
     text: TextEncoderConfig = TextEncoderConfig()
     fusion: FusionConfig = FusionConfig()
     clip_batch: int = Field(64, gt=0)  # clips per encoder call at inference
+
+    @property
+    def first_stage_dim(self) -> int:
+        """Length of a track's first-stage vector: its clips pooled by every fusion pattern."""
+        return self.fusion.patterns * self.embed_dim
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

@@ -5,31 +5,29 @@ Notation (one text i, one song j):
     C ∈ R^{N×D}  L2-normalised clip embeddings in time order (padding masked)
     τ ∈ R^{N×2}  clip start/end seconds; P = TimeEncoding(τ) ∈ R^{N×d}
 
-Song embedding (text independent, first-stage ANN vector):
+Song embedding (text independent, the ANN vector of similar tracks):
     e_n = v^T tanh(W_e (c_n + W_pe P_n))              attention logits over clips
     a   = softmax_n(e)                                 clip weights
     s   = normalize(W_s Σ_n a_n c_n)
 
-Fusion score f(text, song):
+Fusion score f(text, song). A song is read through m learned attention patterns (where in
+time, and on which kind of clip, to look), and each token of the text chooses among them:
+    k_n      = W_k c_n + W_p P_n                       clip keys: content and time
+    a_{h,n}  = softmax_n(z_h · k_n / √d)               pattern h = 1..m (z_h learned)
+    p_h      = Σ_n a_{h,n} c_n                         the song's clips pooled by pattern h
     u_l      = normalize(W_u T_l)                      token direction in clip space
-    S_{l,n}  = u_l · c_n                               token-clip cosine similarity
-    q_l      = W_q T_l,  k_n = W_k c_n + W_p P_n       attention with clip order/time
-    A_{l,n}  = softmax_n(q_l · k_n / √d)               where in time token l looks
+    π_{l,h}  = softmax_h(W_π T_l)                      which patterns token l looks through
     β_l      = softmax_l(w_β · T_l)                    how much token l matters
-    f        = Σ_l β_l Σ_n A_{l,n} S_{l,n}
-First-stage approximation (what an ANN index can search): the attention depends on the text,
-so no single stored vector gives f exactly. Two steps make it a dot product:
-    1. one attention for all tokens, A_{l,n} ≈ a_n(z̄) = softmax_n(z̄ · k_n / √d), z̄ = Σ_l β_l q_l:
-       f ≈ ū · Σ_n a_n(z̄) c_n,   ū = Σ_l β_l u_l
-    2. z̄ replaced by the nearest of m prototypes z_1..z_m (k-means of z̄ over a text corpus,
-       `fit_prototypes`): each track stores p_j = Σ_n a_n(z_j) c_n for every j (unnormalised,
-       dot product), and a query searches p_j* with ū, j* = argmin_j |z̄ - z_j|.
-A zero prototype gives flat attention, p = mean_n c_n: f_flat = ū · c̄, exact when attention is
-flat, and what a model without fitted prototypes uses. Measured against exhaustive fusion
-(benchmarks/query.py) the prototypes lift the first stage's recall well above the flat mean.
+    A_{l,n}  = Σ_h π_{l,h} a_{h,n}                     where in time token l looks
+    f        = Σ_l β_l Σ_n A_{l,n} u_l · c_n
+             = Σ_h v_h · p_h,   v_h = Σ_l β_l π_{l,h} u_l
+So f is exactly one dot product between a text vector v = [v_1 .. v_m] and a song vector
+p = [p_1 .. p_m] (m·D each): the index stores p (`first_stage_vectors`), the text search's
+first stage is an exact inner-product search with v (`first_stage_query`), and the re-rank
+recomputes f from the clips in float32 with the per-clip explanation below.
 Explanations (where the text matches):
     clip weight  w_n = Σ_l β_l A_{l,n}                 (Σ_n w_n = 1)
-    clip score   r_n = Σ_l β_l A_{l,n} S_{l,n} / w_n   (so f = Σ_n w_n r_n)
+    clip score   r_n = Σ_l β_l A_{l,n} u_l · c_n / w_n (so f = Σ_n w_n r_n)
 """
 
 from __future__ import annotations
@@ -96,75 +94,52 @@ class SongPooling(nn.Module):
 class TemporalFusion(nn.Module):
     """f(text, song) for every (text, song) pair, with per-clip weights and scores."""
 
-    prototypes: Tensor
-
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         d, f = config.embed_dim, config.fusion
         self.attn_dim = f.attn_dim
         self.w_u = nn.Linear(d, d)
-        self.w_q = nn.Linear(d, f.attn_dim)
+        self.w_pi = nn.Linear(d, f.patterns)
         self.w_k = nn.Linear(d, f.attn_dim)
         self.time = TimeEncoding(f.time_frequencies, f.max_period_seconds, f.attn_dim)
         self.w_beta = nn.Linear(d, 1)
-        # zeros (flat attention) until `fit_prototypes`; saved with the weights
-        self.register_buffer("prototypes", torch.zeros(f.first_stage_prototypes, f.attn_dim))
+        # small: every pattern starts close to flat attention and learns where to look
+        self.patterns = nn.Parameter(torch.randn(f.patterns, f.attn_dim) * 0.02)
 
     def token_weights(self, text: TextEmbedding) -> Tensor:
         """Texts -> β (B, L): how much each token matters."""
         return masked_softmax(self.w_beta(text.tokens).squeeze(-1), text.mask, dim=1)
 
-    def first_stage_query(self, text: TextEmbedding) -> tuple[Tensor, Tensor]:
-        """Texts -> ū (B, D) and the index of the nearest prototype (B,) (module docstring)."""
-        beta = self.token_weights(text)
-        u_bar = torch.einsum("bl,bld->bd", beta, F.normalize(self.w_u(text.tokens), dim=-1))
-        z_bar = torch.einsum("bl,ble->be", beta, self.w_q(text.tokens))
-        return u_bar, torch.cdist(z_bar, self.prototypes).argmin(dim=1)
+    def text_vectors(self, text: TextEmbedding) -> tuple[Tensor, Tensor]:
+        """Texts -> v (B, m, D) and the β-weighted pattern choice π̄ (B, m)."""
+        beta = self.token_weights(text)  # (B, L)
+        u = F.normalize(self.w_u(text.tokens), dim=-1)  # (B, L, D)
+        pi = torch.softmax(self.w_pi(text.tokens), dim=-1) * beta[..., None]  # (B, L, m): β_l π_lh
+        return torch.einsum("blh,bld->bhd", pi, u), pi.sum(dim=1)
 
-    def attention_query(self, text: TextEmbedding) -> Tensor:
-        """Texts -> z̄ (B, d): the β-weighted mean of the tokens' attention queries."""
-        return torch.einsum("bl,ble->be", self.token_weights(text), self.w_q(text.tokens))
-
-    def first_stage_vectors(self, clips: ClipBatch) -> Tensor:
-        """Songs -> (B, m, D): the clips pooled by each prototype's attention (p_j above)."""
+    def pattern_attention(self, clips: ClipBatch) -> Tensor:
+        """Songs -> a (B, m, N): each pattern's attention over the clips."""
         k = self.w_k(clips.clips) + self.time(clips.clip_times, clips.mask)  # (B, N, d)
-        logits = torch.einsum("me,bne->bmn", self.prototypes, k) / math.sqrt(self.attn_dim)
-        attn = masked_softmax(logits, clips.mask[:, None, :], dim=-1)  # (B, m, N)
-        return torch.einsum("bmn,bnd->bmd", attn, clips.clips)
+        logits = torch.einsum("he,bne->bhn", self.patterns, k) / math.sqrt(self.attn_dim)
+        return masked_softmax(logits, clips.mask[:, None, :], dim=-1)
+
+    def song_vectors(self, clips: ClipBatch) -> Tensor:
+        """Songs -> p (B, m, D): the clips pooled by each pattern."""
+        return torch.einsum("bhn,bnd->bhd", self.pattern_attention(clips), clips.clips)
 
     def forward(self, text: TextEmbedding, clips: ClipBatch) -> FusionScores:
-        c_mask = clips.mask  # (Ba, N)
-        u = F.normalize(self.w_u(text.tokens), dim=-1)  # (Bt, L, D)
-        q = self.w_q(text.tokens)  # (Bt, L, d)
-        k = self.w_k(clips.clips) + self.time(clips.clip_times, c_mask)  # (Ba, N, d)
-        beta = self.token_weights(text)  # (Bt, L)
-        sim = torch.einsum("ild,jnd->ijln", u, clips.clips)  # (Bt, Ba, L, N)
-        logits = torch.einsum("ile,jne->ijln", q, k) / math.sqrt(self.attn_dim)  # (Bt, Ba, L, N)
-        attn = masked_softmax(logits, c_mask[None, :, None, :], dim=-1)  # (Bt, Ba, L, N)
-        weighted = attn * beta[:, None, :, None]  # β_l A_{l,n}
-        clip_weights = weighted.sum(dim=2)  # (Bt, Ba, N)
-        contrib = (weighted * sim).sum(dim=2)  # (Bt, Ba, N): w_n r_n
-        scores = contrib.sum(dim=-1)  # (Bt, Ba)
+        v, pi_bar = self.text_vectors(text)  # (Bt, m, D), (Bt, m)
+        attn = self.pattern_attention(clips)  # (Ba, m, N)
+        scores = torch.einsum("ihd,jhd->ij", v, torch.einsum("jhn,jnd->jhd", attn, clips.clips))
+        clip_weights = torch.einsum("ih,jhn->ijn", pi_bar, attn)  # (Bt, Ba, N)
+        per_pattern = torch.einsum("ihd,jnd->ijhn", v, clips.clips)  # (Bt, Ba, m, N): v_h · c_n
+        contrib = (per_pattern * attn[None]).sum(dim=2)  # (Bt, Ba, N): w_n r_n
         clip_scores = torch.where(
-            c_mask[None], contrib / clip_weights.clamp(min=1e-12), torch.zeros_like(contrib)
+            clips.mask[None], contrib / clip_weights.clamp(min=1e-12), torch.zeros_like(contrib)
         )
-        return FusionScores(scores, clip_weights, clip_scores, c_mask)
+        return FusionScores(scores, clip_weights, clip_scores, clips.mask)
 
-
-def fit_prototypes(z: Tensor, m: int, seed: int = 0) -> Tensor:
-    """k-means (k = m, seeded, Lloyd's) of texts' z̄ (B, d) -> prototypes (m, d). Fit on texts
-    like the ones users search with (captions and short queries)."""
-    z = z.float()
-    if z.shape[0] < m:
-        raise ValueError(f"fitting {m} prototypes needs at least {m} texts, got {z.shape[0]}")
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    centres = z[torch.randperm(z.shape[0], generator=gen)[:m].to(z.device)].clone()
-    for _ in range(100):
-        assign = torch.cdist(z, centres).argmin(dim=1)
-        moved = torch.stack(
-            [z[assign == j].mean(dim=0) if (assign == j).any() else centres[j] for j in range(m)]
-        )
-        if torch.equal(moved, centres):
-            break
-        centres = moved
-    return centres
+    def scores(self, text: TextEmbedding, clips: ClipBatch) -> Tensor:
+        """f only (Bt, Ba), without the per-clip explanation (training, evaluation)."""
+        v, _ = self.text_vectors(text)
+        return torch.einsum("ihd,jhd->ij", v, self.song_vectors(clips))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,7 +80,7 @@ class CoLLAP(nn.Module):
         Cached against the parameters' in-place version counters, so an optimiser step or a
         load invalidates it without hashing on every access.
         """
-        version = sum(p._version for p in self.parameters()) + self.fusion.prototypes._version
+        version = sum(p._version for p in self.parameters())
         if self._fingerprint is not None and self._fingerprint[0] == version:
             return self._fingerprint[1]
         h = hashlib.sha256(json.dumps(self.config.architecture(), sort_keys=True).encode())
@@ -165,35 +165,23 @@ class CoLLAP(nn.Module):
             emb = self.text_encoder(list(texts))
         return TextEmbedding(emb.tokens.float(), emb.mask, emb.sentence.float())
 
-    def first_stage_query(self, text_emb: TextEmbedding) -> tuple[Tensor, Tensor]:
-        """Texts -> query vectors ū (B, D) and prototype indices (B,): ū · p_j, with p_j a
-        song's `first_stage_vectors()[j]`, approximates the fusion score; what an ANN index
-        searches first (collap_model/fusion.py)."""
+    def first_stage_query(self, text_emb: TextEmbedding) -> Tensor:
+        """Texts -> query vectors v (B, m·D): v · p, with p a song's `first_stage_vectors`, is
+        exactly the fusion score; what the index searches first (collap_model/fusion.py)."""
         with torch.inference_mode():
-            vector, prototype = self.fusion.first_stage_query(text_emb.to(self.device))
-        return vector.float(), prototype
+            v, _ = self.fusion.text_vectors(text_emb.to(self.device))
+        return v.flatten(1).float()
 
     def first_stage_vectors(self, clips: Tensor, times: Tensor) -> Tensor:
-        """One song's clips (N, D) and clip times (N, 2) -> (m, D): what the index stores for
-        the first stage of text search, one vector per attention prototype."""
+        """One song's clips (N, D) and clip times (N, 2) -> (m·D,): what the index stores for
+        the first stage of text search, the clips pooled by each attention pattern."""
         batch = ClipBatch(clips[None], times[None], torch.ones(1, clips.shape[0], dtype=torch.bool))
         return self.first_stage_batch(batch)[0]
 
     def first_stage_batch(self, batch: ClipBatch) -> Tensor:
-        """Songs -> (B, m, D) first-stage vectors (see `first_stage_vectors`)."""
+        """Songs -> (B, m·D) first-stage vectors (see `first_stage_vectors`)."""
         with torch.inference_mode():
-            return self.fusion.first_stage_vectors(batch.to(self.device)).float().cpu()
-
-    def fit_first_stage(self, texts: Iterable[TextEmbedding], seed: int = 0) -> Tensor:
-        """Fit the first stage's attention prototypes on batches of embedded texts (captions
-        and queries like the ones users search with); changes the fingerprint."""
-        from collap_model.fusion import fit_prototypes
-
-        with torch.inference_mode():
-            z = torch.cat([self.fusion.attention_query(t.to(self.device)).float() for t in texts])
-            centres = fit_prototypes(z, self.fusion.prototypes.shape[0], seed)
-            self.fusion.prototypes.copy_(centres)
-        return centres.cpu()
+            return self.fusion.song_vectors(batch.to(self.device)).flatten(1).float().cpu()
 
     # ---- scoring ----------------------------------------------------------------------------
     def score(
@@ -204,6 +192,16 @@ class CoLLAP(nn.Module):
         dev = self.device
         with torch.inference_mode():
             return self.fusion(text_emb.to(dev), batch.to(dev))
+
+    def score_only(
+        self, text_emb: TextEmbedding, audio_embs: Sequence[AudioEmbedding] | ClipBatch
+    ) -> Tensor:
+        """Fusion scores (B_t, B_a) alone: what `score` gives, without the per-clip
+        explanation (a fraction of its cost for many songs)."""
+        batch = audio_embs if isinstance(audio_embs, ClipBatch) else ClipBatch.of(audio_embs)
+        dev = self.device
+        with torch.inference_mode():
+            return self.fusion.scores(text_emb.to(dev), batch.to(dev))
 
     # ---- training ---------------------------------------------------------------------------
     def forward(self, batch: TrainingBatch) -> ModelOutput:
@@ -225,14 +223,10 @@ class CoLLAP(nn.Module):
             clip_batch = ClipBatch(clips, times, mask)
             text = self.text_encoder(batch.texts)
             songs = self.song_pool(clip_batch).float()  # (B, D)
-            # one text at a time, each at its own length: a batch mixing long captions and
-            # short queries would otherwise pad every text to the longest caption
-            fused = torch.cat(
-                [self.fusion(text.select(i), clip_batch).scores for i in range(len(text))]
-            ).float()
+            fused = self.fusion.scores(text, clip_batch).float()  # (B, B)
         fusion_logits = self.fusion_scale(fused)
         global_logits = self.global_scale(text.sentence.float() @ songs.T)
         fusion_loss = info_nce(fusion_logits)
         global_loss = info_nce(global_logits)
         loss = fusion_loss + self.config.fusion.global_loss_weight * global_loss
-        return ModelOutput(loss, fusion_loss, global_loss, fusion_logits, global_logits)
+        return ModelOutput(loss, fusion_loss, global_loss, fusion_logits, global_logits, flat)

@@ -282,7 +282,7 @@ class StoreStage:
         files = [file_of(f) for f in request["files"]]
         current = store.alias_target()
         cfg = self.model.config
-        store.ensure_collection(target, cfg.embed_dim, cfg.fusion.first_stage_prototypes)
+        store.ensure_collection(target, cfg.embed_dim, cfg.first_stage_dim)
         if current is not None and current != target:
             # a new model: rebuild every catalog the old collection holds, beside it
             old_roots = {f.root for rec in store.records(current) for f in rec.files}

@@ -145,7 +145,7 @@ class IndexRun:
         self.store.ensure_collection(
             self.target,
             self.model.config.embed_dim,
-            self.model.config.fusion.first_stage_prototypes,
+            self.model.config.first_stage_dim,
         )
         if current is not None and current != self.target:
             # a new model: rebuild every catalog the old collection holds, beside it
@@ -371,7 +371,7 @@ def assemble_point(
         np.stack([starts[order], ends[order]], axis=1) / model.sample_rate
     ).float()  # (N, 2) seconds
     song = model.pool_song(clips, times).cpu()  # (D,)
-    first = model.first_stage_vectors(clips, times)  # (m, D)
+    first = model.first_stage_vectors(clips, times)  # (m·D,)
     payload = track_payload(files, digest, info, times.tolist(), fingerprint)
     payload[CLIP_VECTORS] = encode_clips(clips.cpu().numpy())
     return TrackPoint(

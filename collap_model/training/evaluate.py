@@ -24,8 +24,8 @@ from collap_model.model import CoLLAP
 from collap_model.outputs import ClipBatch
 from collap_model.training.cache import AudioCache, TextCache, audio_cache, text_cache
 
-# texts scored against every song per fusion call (bounds the (texts, songs, L, N) tensors)
-_TEXT_CHUNK = 16
+# texts scored against every song per fusion call
+_TEXT_CHUNK = 256
 _TIME = re.compile(r"\b(\d{1,2}):([0-5]\d)\b")
 
 
@@ -90,7 +90,7 @@ def fusion_scores(
     rows = []
     for i in range(0, len(index), _TEXT_CHUNK):
         emb = model.text_encoder(texts.states(index[i : i + _TEXT_CHUNK]))
-        rows.append(model.fusion(emb, batch).scores.float().cpu())
+        rows.append(model.fusion.scores(emb, batch).float().cpu())
     return torch.cat(rows)
 
 

@@ -3,9 +3,10 @@
 Schema (one point per track, see ARCHITECTURE.md):
 - id: uuid5 of the file's content hash, so identical content at several paths is one point and
   the id is the same on every machine and run;
-- named vectors `song` (dense, cosine, HNSW: similar tracks), `first_stage_0` .. `_{m-1}`
-  (dense, dot, HNSW: the text search's first stage, the clips pooled by each of the model's m
-  attention prototypes) and `clips` (multivector, cosine MaxSim, no graph);
+- named vectors `song` (dense, cosine, HNSW: similar tracks), `first_stage` (dense, dot,
+  m x D: the clips pooled by each of the model's m fusion attention patterns, concatenated; the
+  text search's first stage, whose dot product with the text's vector is the fusion score) and
+  `clips` (multivector, cosine MaxSim, no graph);
 - payload: the fields of PAYLOAD_INDEXES below and the file's facts, plus `files` (every path
   holding this content), `dirs` (every folder above those paths, for path-prefix filters) and
   `clip_vectors` (the clips again, float16, base64: re-ranking reads a candidate's clips from
@@ -29,14 +30,12 @@ import numpy as np
 ID_NAMESPACE = uuid.UUID("6f0c1d1e-4c3b-5a8e-9d52-8a3f0e6c2b71")
 SONG = "song"
 CLIPS = "clips"
-# prefix of the first-stage vectors: the clips pooled by one of the model's attention prototypes,
-# unnormalised, searched by dot product (collap_model/fusion.py); the model computes them
+# the first-stage vector: the clips pooled by each of the model's fusion attention patterns,
+# unnormalised, searched by dot product (collap_model/fusion.py); the model computes them.
+# No HNSW graph on it: an exact scan returns the exact fusion top-K, where HNSW on such
+# unnormalised vectors kept only 0.79-0.91 of the exact top 100 (hnsw_ef 100-1600, measured on
+# the benchmarks/query.py store), which the re-rank cannot win back
 FIRST_STAGE = "first_stage"
-# segments up to this many KB of first-stage vectors (~250k tracks at D = 256) are scanned
-# exactly rather than through HNSW: a scan of 100k tracks takes ~4 ms on 2 cores, and HNSW on
-# these unnormalised vectors kept only 0.79-0.91 of the exact top 100 (hnsw_ef 100-1600,
-# benchmarks/query.py store), which the fusion re-rank cannot win back
-FIRST_STAGE_FULL_SCAN_KB = 262_144
 
 
 class FieldType(StrEnum):
@@ -76,23 +75,9 @@ def collection_name(alias: str, fingerprint: str) -> str:
     return f"{alias}-{fingerprint}"
 
 
-def first_stage_name(prototype: int) -> str:
-    """The named vector of one attention prototype."""
-    return f"{FIRST_STAGE}_{prototype}"
-
-
-def first_stage_names(count: int) -> list[str]:
-    return [first_stage_name(j) for j in range(count)]
-
-
 def named_vectors(point: TrackPoint) -> dict[str, Any]:
     """Every named vector of a point, as both stores write it."""
-    names = first_stage_names(len(point.first_stage))
-    return {
-        SONG: point.song,
-        CLIPS: point.clips,
-        **dict(zip(names, point.first_stage, strict=True)),
-    }
+    return {SONG: point.song, CLIPS: point.clips, FIRST_STAGE: point.first_stage}
 
 
 def encode_clips(clips: np.ndarray) -> str:
@@ -181,7 +166,7 @@ class TrackPoint:
     id: str
     song: list[float]  # (D,)
     clips: list[list[float]]  # (N, D)
-    first_stage: list[list[float]]  # (m, D): one vector per attention prototype
+    first_stage: list[float]  # (m·D,): the clips pooled by each fusion attention pattern
     payload: dict[str, Any]
 
 
@@ -227,9 +212,9 @@ class Store(Protocol):
     def collections(self) -> list[str]:
         """Every collection of this alias (`<alias>-<fingerprint>`)."""
 
-    def ensure_collection(self, name: str, dim: int, first_stage: int) -> None:
-        """Create the collection with the schema if it does not exist; `first_stage` is the
-        number of first-stage vectors (the model's attention prototypes)."""
+    def ensure_collection(self, name: str, dim: int, first_stage_dim: int) -> None:
+        """Create the collection with the schema if it does not exist; `dim` is the song and
+        clip vectors' length, `first_stage_dim` the first-stage vector's (m·D)."""
 
     def switch_alias(self, name: str) -> str | None:
         """Point the alias at `name`; returns the previous target."""

@@ -18,7 +18,7 @@ import qdrant_edge as qe
 
 from indexer.store.base import (
     CLIPS,
-    FIRST_STAGE_FULL_SCAN_KB,
+    FIRST_STAGE,
     PAYLOAD_INDEXES,
     RECORD_FIELDS,
     SONG,
@@ -29,7 +29,6 @@ from indexer.store.base import (
     TrackFilter,
     TrackPoint,
     TrackRecord,
-    first_stage_names,
     named_vectors,
     record_of,
 )
@@ -45,20 +44,17 @@ _SCHEMA = {
 }
 
 
-def _config(dim: int, count: int) -> qe.EdgeConfig:
+def _config(dim: int, first_stage_dim: int) -> qe.EdgeConfig:
     no_graph = qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000)
-    first_stage = qe.HnswIndexConfig(
-        m=16, ef_construct=100, full_scan_threshold=FIRST_STAGE_FULL_SCAN_KB
-    )
     return qe.EdgeConfig(
         vectors={
             SONG: qe.EdgeVectorParams(dim, qe.Distance.Cosine),
-            **{
-                n: qe.EdgeVectorParams(
-                    dim, qe.Distance.Dot, hnsw_config=first_stage, datatype=FIRST_STAGE_DATATYPE
-                )
-                for n in first_stage_names(count)
-            },
+            FIRST_STAGE: qe.EdgeVectorParams(
+                first_stage_dim,
+                qe.Distance.Dot,
+                hnsw_config=no_graph,
+                datatype=FIRST_STAGE_DATATYPE,
+            ),
             CLIPS: qe.EdgeVectorParams(
                 dim,
                 qe.Distance.Cosine,
@@ -108,13 +104,13 @@ class EdgeStore:
             self._shards[name] = shard
         return shard
 
-    def ensure_collection(self, name: str, dim: int, first_stage: int) -> None:
+    def ensure_collection(self, name: str, dim: int, first_stage_dim: int) -> None:
         directory = self._dir(name)
         if (directory / "edge_config.json").exists():
             return
         if directory.exists():
             shutil.rmtree(directory)  # an interrupted create left no usable shard
-        shard = qe.EdgeShard.create(str(directory), _config(dim, first_stage))
+        shard = qe.EdgeShard.create(str(directory), _config(dim, first_stage_dim))
         for field_name, kind in PAYLOAD_INDEXES.items():
             shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA[kind]))
         shard.flush()

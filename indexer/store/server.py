@@ -11,7 +11,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from indexer.store.base import (
     CLIPS,
-    FIRST_STAGE_FULL_SCAN_KB,
+    FIRST_STAGE,
     PAYLOAD_INDEXES,
     RECORD_FIELDS,
     SONG,
@@ -22,7 +22,6 @@ from indexer.store.base import (
     TrackFilter,
     TrackPoint,
     TrackRecord,
-    first_stage_names,
     named_vectors,
     record_of,
 )
@@ -61,22 +60,19 @@ class ServerStore:
             c.name for c in self.client.get_collections().collections if c.name.startswith(prefix)
         )
 
-    def ensure_collection(self, name: str, dim: int, first_stage: int) -> None:
+    def ensure_collection(self, name: str, dim: int, first_stage_dim: int) -> None:
         if self.client.collection_exists(name):
             return
         self.client.create_collection(
             name,
             vectors_config={
                 SONG: qm.VectorParams(size=dim, distance=qm.Distance.COSINE),
-                **{
-                    n: qm.VectorParams(
-                        size=dim,
-                        distance=qm.Distance.DOT,
-                        datatype=qm.Datatype.FLOAT16,  # as the embedded store (edge.py says why)
-                        hnsw_config=qm.HnswConfigDiff(full_scan_threshold=FIRST_STAGE_FULL_SCAN_KB),
-                    )
-                    for n in first_stage_names(first_stage)
-                },
+                FIRST_STAGE: qm.VectorParams(
+                    size=first_stage_dim,
+                    distance=qm.Distance.DOT,
+                    datatype=qm.Datatype.FLOAT16,  # as the embedded store (edge.py says why)
+                    hnsw_config=qm.HnswConfigDiff(m=0),  # exact scan (store/base.py says why)
+                ),
                 CLIPS: qm.VectorParams(
                     size=dim,
                     distance=qm.Distance.COSINE,

@@ -1,14 +1,12 @@
-"""The text search's first stage: fusion turned into one dot product (collap_model/fusion.py)."""
+"""The text search's first stage: fusion is exactly one dot product (collap_model/fusion.py)."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 from collap_model import load_model
-from collap_model.checkpoint import save_checkpoint
-from collap_model.fusion import fit_prototypes
+from collap_model.config import load_preset
 from collap_model.model import CoLLAP
 from collap_model.outputs import ClipBatch
 
@@ -23,83 +21,49 @@ def songs(lengths: list[int], seed: int = 0) -> ClipBatch:
     return ClipBatch.of_arrays(clips, times)
 
 
-def test_zero_prototypes_pool_the_plain_mean_clip() -> None:
-    model = load_model("collap-mini", device="cpu")
-    model.fusion.prototypes.zero_()
-    batch = songs([3, 9, 1])
-    first = model.first_stage_batch(batch)
-    assert first.shape == (3, model.config.fusion.first_stage_prototypes, 256)
-    for i, n in enumerate([3, 9, 1]):
-        mean = batch.clips[i, :n].mean(dim=0)
-        assert torch.allclose(first[i], mean.expand_as(first[i]), atol=1e-6)
-    one = model.first_stage_vectors(batch.clips[1, :9], batch.clip_times[1, :9])
-    assert torch.allclose(one, first[1], atol=1e-6)  # padding changes nothing
+TEXTS = [
+    "a quiet opening that swells into a loud chorus",
+    "drums",
+    "A long caption. " * 40 + "It ends on a held chord.",
+]
 
 
-def test_first_stage_is_exact_when_every_token_attends_like_a_prototype() -> None:
-    """With one attention query for every token, equal to prototype j, fusion is ū · p_j."""
-    model = load_model("collap-mini", device="cpu")
-    fusion = model.fusion
-    gen = torch.Generator().manual_seed(1)
-    fusion.prototypes.copy_(torch.randn(fusion.prototypes.shape, generator=gen) * 3)
-    j = 1
-    with torch.no_grad():
-        fusion.w_q.weight.zero_()
-        fusion.w_q.bias.copy_(fusion.prototypes[j])
-    text = model.encode_text(["a quiet opening that swells into a loud chorus", "drums"])
-    batch = songs([4, 12, 7], seed=2)
-    vectors, prototype = model.first_stage_query(text)
-    assert prototype.tolist() == [j, j]
-    approx = vectors @ model.first_stage_batch(batch)[:, j].T  # (texts, songs)
+def test_first_stage_dot_product_is_the_fusion_score(model: CoLLAP) -> None:
+    text = model.encode_text(TEXTS)
+    batch = songs([4, 12, 1, 60], seed=2)
+    vectors = model.first_stage_query(text)
+    stored = model.first_stage_batch(batch)
+    dim = model.config.first_stage_dim
+    assert vectors.shape == (3, dim) and stored.shape == (4, dim)
     exact = model.score(text, batch).scores
-    assert torch.allclose(approx, exact, atol=1e-5)
-    assert not torch.allclose(
-        approx,
-        vectors @ torch.stack([batch.clips[i, :n].mean(0) for i, n in enumerate([4, 12, 7])]).T,
-        atol=1e-3,
-    )  # a flat mean would not have been exact
+    assert torch.allclose(vectors @ stored.T, exact, atol=1e-5)
+    # in the index the stored vectors are float16: the ranking of a text is kept
+    half = vectors @ stored.half().float().T
+    assert torch.equal(half.argsort(dim=1), exact.argsort(dim=1))
 
 
-def test_fit_prototypes_finds_clusters_deterministically() -> None:
-    gen = torch.Generator().manual_seed(3)
-    centres = torch.tensor([[5.0, 0.0], [-5.0, 0.0], [0.0, 5.0]])
-    z = torch.cat([c + 0.1 * torch.randn(40, 2, generator=gen) for c in centres])
-    fitted = fit_prototypes(z, 3, seed=0)
-    nearest = torch.cdist(centres, fitted).min(dim=1).values
-    assert float(nearest.max()) < 0.1
-    assert torch.equal(fitted, fit_prototypes(z, 3, seed=0))
-    with pytest.raises(ValueError, match="at least 3 texts"):
-        fit_prototypes(z[:2], 3)
+def test_exact_for_a_randomly_initialised_model_too() -> None:
+    torch.manual_seed(5)
+    model = CoLLAP(load_preset("collap-mini")).eval()
+    with torch.no_grad():
+        model.fusion.patterns.normal_(std=3.0)  # sharp, distinct attention patterns
+    text = model.encode_text(TEXTS[:2])
+    batch = songs([7, 3, 20], seed=4)
+    exact = model.score(text, batch).scores
+    assert torch.allclose(model.first_stage_query(text) @ model.first_stage_batch(batch).T, exact,
+                          atol=1e-5)  # fmt: skip
 
 
-def test_fitting_changes_the_fingerprint_and_is_saved(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_padding_changes_nothing() -> None:
     model = load_model("collap-mini", device="cpu")
-    before = model.fingerprint
-    texts = ["soft piano intro", "loud drums at the end", "a bright brass chorus", "strings"]
-    model.fit_first_stage([model.encode_text(texts[:2]), model.encode_text(texts[2:])])
-    assert model.fingerprint != before
-    loaded = load_model(save_checkpoint(model, tmp_path / "ckpt"), device="cpu")
-    assert torch.equal(loaded.fusion.prototypes, model.fusion.prototypes)
-    assert loaded.fingerprint == model.fingerprint
+    batch = songs([3, 9, 1])
+    one = model.first_stage_vectors(batch.clips[1, :9], batch.clip_times[1, :9])
+    assert torch.allclose(one, model.first_stage_batch(batch)[1], atol=1e-6)
 
 
-def test_checkpoint_without_prototypes_loads_with_flat_attention(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from safetensors.torch import load_file, save_file
-
-    model = load_model("collap-mini", device="cpu")
-    out = save_checkpoint(model, tmp_path / "old")
-    state = load_file(str(out / "model.safetensors"))
-    del state["fusion.prototypes"]  # as saved before the first stage had prototypes
-    save_file(state, str(out / "model.safetensors"))
-    reloaded = load_model(out, device="cpu")  # no "tensors missing" error
-    assert float(reloaded.fusion.prototypes.abs().sum()) == 0.0
-    clips = songs([5])
-    assert torch.allclose(
-        reloaded.first_stage_batch(clips)[0, 0], clips.clips[0].mean(0), atol=1e-6
-    )
-
-
-def test_the_shipped_model_has_distinct_fitted_prototypes(model: CoLLAP) -> None:
-    protos = model.fusion.prototypes
-    assert protos.shape[0] == model.config.fusion.first_stage_prototypes >= 2
-    assert float(torch.pdist(protos).min()) > 1.0
+def test_the_shipped_model_looks_through_distinct_patterns(model: CoLLAP) -> None:
+    patterns = model.fusion.patterns
+    assert patterns.shape[0] == model.config.fusion.patterns >= 2
+    with torch.no_grad():
+        attn = model.fusion.pattern_attention(songs([30], seed=6))[0]  # (m, N)
+    assert float(torch.pdist(attn).min()) > 1e-3

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from indexer.store.base import (
+    FIRST_STAGE,
     Store,
     TrackFile,
     TrackFilter,
     TrackPoint,
-    first_stage_name,
     folders_of,
     point_id,
 )
@@ -23,7 +23,7 @@ from indexer.store.edge import EdgeStore
 from indexer.store.server import ServerStore
 
 DIM = 8
-FIRST_STAGE = 2
+FIRST_STAGE_DIM = 2 * DIM  # two fusion patterns
 
 
 def edge(tmp: Path) -> Store:
@@ -52,7 +52,7 @@ def make_point(i: int) -> TrackPoint:
         point_id(digest),
         vec(i),
         [vec(i * 10 + k) for k in range(1 + i % 3)],
-        [vec(i * 7 + j) for j in range(FIRST_STAGE)],
+        vec(i * 7, FIRST_STAGE_DIM),
         {"path": f.path, "root": f.root, "files": [f.as_payload()], "content_hash": digest,
          "dirs": folders_of([f.path]),
          "n_clips": 1 + i % 3, "artist": f"artist {i % 2}", "year": 1990 + i, "duration": 10.0 + i},
@@ -61,8 +61,8 @@ def make_point(i: int) -> TrackPoint:
 
 def exercise(store: Store) -> dict[str, Any]:
     out: dict[str, Any] = {"initial": (store.alias_target(), store.collections())}
-    store.ensure_collection("tracks-a", DIM, FIRST_STAGE)
-    store.ensure_collection("tracks-a", DIM, FIRST_STAGE)
+    store.ensure_collection("tracks-a", DIM, FIRST_STAGE_DIM)
+    store.ensure_collection("tracks-a", DIM, FIRST_STAGE_DIM)
     pts = [make_point(i) for i in range(5)]
     store.upsert("tracks-a", pts)
     store.upsert("tracks-a", pts[:2])  # idempotent by id
@@ -87,10 +87,10 @@ def exercise(store: Store) -> dict[str, Any]:
     out["scores"] = [round(h.score, 4) for h in store.search("tracks-a", vec(3), 2)]
     store.optimize("tracks-a")
     out["optimized"] = ids(store.search("tracks-a", vec(3), 5)) == out["search"]
-    for j in range(FIRST_STAGE):  # the text search's first stage: one vector per prototype
-        hits = store.search("tracks-a", vec(3), 5, using=first_stage_name(j))
-        # float16 storage in Qdrant (local mode computes in float32): scores agree to ~1e-3
-        out[f"first_stage_{j}"] = [(h.id, round(h.score, 2)) for h in hits]
+    # the text search's first stage: one dot-product vector of m x D
+    hits = store.search("tracks-a", vec(3, FIRST_STAGE_DIM), 5, using=FIRST_STAGE)
+    # float16 storage in Qdrant (local mode computes in float32): scores agree to ~1e-3
+    out["first_stage"] = [(h.id, round(h.score, 2)) for h in hits]
     out["filtered"] = {
         "artist": ids(store.search("tracks-a", vec(3), 5, TrackFilter(artist="artist 0"))),
         "years": ids(
@@ -106,7 +106,7 @@ def exercise(store: Store) -> dict[str, Any]:
     store.delete("tracks-a", [pts[3].id, pts[4].id])
     out["after_delete"] = (store.count("tracks-a"), store.retrieve("tracks-a", [pts[3].id]))
     out["switch1"] = store.switch_alias("tracks-a")
-    store.ensure_collection("tracks-b", DIM, FIRST_STAGE)
+    store.ensure_collection("tracks-b", DIM, FIRST_STAGE_DIM)
     out["switch2"] = store.switch_alias("tracks-b")
     out["target"] = store.alias_target()
     store.drop_collection("tracks-a")
@@ -152,7 +152,7 @@ def test_backends_agree(tmp_path: Path) -> None:
 
 def test_edge_store_survives_reopen(tmp_path: Path) -> None:
     store = edge(tmp_path)
-    store.ensure_collection("tracks-a", DIM, FIRST_STAGE)
+    store.ensure_collection("tracks-a", DIM, FIRST_STAGE_DIM)
     store.upsert("tracks-a", [make_point(i) for i in range(3)])
     store.switch_alias("tracks-a")
     store.close()
