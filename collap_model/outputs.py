@@ -107,3 +107,4 @@ class ModelOutput:
     global_loss: Tensor  # () symmetric InfoNCE over song . sentence
     fusion_logits: Tensor  # (B, B) fusion scores times the learned scale
     global_logits: Tensor  # (B, B) song . sentence times the learned scale
+    clips: Tensor  # (M, D) the batch's clip embeddings, in input order (for auxiliary losses)

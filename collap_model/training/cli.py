@@ -16,6 +16,7 @@ def _train(args: argparse.Namespace) -> int:
         preset=args.preset, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
         device=args.device, eval_every=args.eval_every, val_songs=args.val_songs,
         clip_stride=args.clip_stride, warmup=args.warmup,
+        attribute_weight=args.attribute_weight, augment=not args.no_augment,
     )  # fmt: skip
     report = train(_manifest(args.data), Path(args.out), recipe, stop_after=args.stop_after)
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
@@ -68,14 +69,23 @@ def add_parsers(sub: Any) -> None:
         "--out", required=True, help="output folder: checkpoint, caches, resumable state"
     )
     p.add_argument("--preset", default="collap-mini")
-    p.add_argument("--steps", type=int, default=700)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=175)
-    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--clip-stride", type=int, default=2, help="train on every k-th clip")
     p.add_argument("--val-songs", type=int, default=50)
+    p.add_argument(
+        "--attribute-weight",
+        type=float,
+        default=1.0,
+        help="weight of the per-clip attribute loss from the manifest's sections (0: off)",
+    )
+    p.add_argument(
+        "--no-augment", action="store_true", help="no noise floor or gain on the clip features"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--stop-after", type=int, default=None, help="run at most N steps now; resume later"

@@ -2,7 +2,9 @@
 
 Audio and (frozen-backbone) text features are cached once; each step samples B songs and one
 text per song (the long caption with probability `caption_prob`, else one of its short
-queries), embeds the songs' clips with the audio encoder, and minimises the CoLLAP loss.
+queries), embeds the songs' clips with the audio encoder, and minimises the CoLLAP loss plus,
+where the manifest says what plays when (synthetic data), a per-clip attribute loss
+(attributes.py). Clip features are augmented with a noise floor and gain (augment.py).
 Everything random is seeded per step, and the state is saved every `eval_every` steps, so an
 interrupted run resumes where it stopped and ends with the same weights.
 """
@@ -13,39 +15,47 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from collap_model.checkpoint import load_model, save_checkpoint
+from collap_model.audio_encoder import CompactAudioEncoder
+from collap_model.checkpoint import resolve_device, save_checkpoint
+from collap_model.config import load_preset
 from collap_model.model import CoLLAP, TrainingBatch
-from collap_model.outputs import TextEmbedding
+from collap_model.training.attributes import (
+    AttributeHead,
+    Attributes,
+    batch_targets,
+    clip_attributes,
+)
+from collap_model.training.augment import LogMelAugment
 from collap_model.training.cache import AudioCache, TextCache, audio_cache, text_cache
 from collap_model.training.evaluate import both_ways, embed_songs, fusion_scores
 
 log = logging.getLogger("collap.train")
 STATE_FILE = "train_state.pt"
-FIT_CHUNK = 64  # texts per text-encoder call when fitting the first stage
 
 
 @dataclass(frozen=True)
 class Recipe:
     preset: str = "collap-mini"  # model to train (a preset name)
-    steps: int = 700  # optimiser steps
+    steps: int = 1500  # optimiser steps
     batch: int = 32  # songs per step (each with one text)
     lr: float = 2e-3  # peak learning rate (AdamW), cosine decay after warm-up
-    warmup: int = 50  # linear warm-up steps
+    warmup: int = 100  # linear warm-up steps
     weight_decay: float = 0.01
     caption_prob: float = 0.3  # chance a song's text is its long caption, else a short query
     # train on every k-th clip of a song (and its last): with 10 s clips every 5 s, k = 2
     # still covers the whole song and halves the audio encoder's work per step
     clip_stride: int = 2
+    attribute_weight: float = 1.0  # weight of the per-clip attribute loss (0: contrastive only)
+    augment: bool = True  # noise floor and gain on log-mel features (compact encoder only)
     val_songs: int = 50  # songs held out of training for the validation recall
-    eval_every: int = 175  # steps between validation, logging of recall, and state saves
+    eval_every: int = 250  # steps between validation, logging of recall, and state saves
     seed: int = 0
     device: str = "auto"
 
@@ -56,6 +66,7 @@ class Data:
     texts: TextCache
     captions: list[int]  # text index of each song's caption
     queries: list[list[int]]  # text indices of each song's queries
+    attributes: Attributes  # per-clip targets from the manifest's sections (may have no labels)
 
 
 def prepare(model: CoLLAP, manifest: Path, cache_dir: Path) -> Data:
@@ -74,7 +85,8 @@ def prepare(model: CoLLAP, manifest: Path, cache_dir: Path) -> Data:
         texts.append(e.caption)
         queries.append(list(range(len(texts), len(texts) + len(e.queries))))
         texts.extend(e.queries)
-    return Data(audio, text_cache(model, texts, cache_dir), captions, queries)
+    attributes = clip_attributes(entries, np.asarray(audio.times), np.asarray(audio.offsets))
+    return Data(audio, text_cache(model, texts, cache_dir), captions, queries, attributes)
 
 
 def make_batch(
@@ -83,11 +95,15 @@ def make_batch(
     rng: np.random.Generator,
     caption_prob: float,
     clip_stride: int = 1,
-) -> TrainingBatch:
-    feats, masks, times, counts, text_idx = [], [], [], [], []
+) -> tuple[TrainingBatch, np.ndarray]:
+    """B songs with one text each, and the cache rows (M,) of the clips taken (every
+    `clip_stride`-th from a random first one, and the last)."""
+    feats, masks, times, counts, text_idx, rows = [], [], [], [], [], []
     for s in songs:
         f, m, t = data.audio.song(s)
-        keep = sorted({*range(0, len(t), clip_stride), len(t) - 1})
+        first = int(rng.integers(clip_stride)) if len(t) > clip_stride else 0
+        keep = sorted({*range(first, len(t), clip_stride), len(t) - 1})
+        rows.append(int(data.audio.offsets[s]) + np.asarray(keep, dtype=np.int64))
         f, m, t = f[keep], m[keep], t[keep]
         feats.append(np.asarray(f, dtype=np.float32))
         masks.append(np.asarray(m))
@@ -97,26 +113,14 @@ def make_batch(
         text_idx.append(
             data.captions[s] if not qs or rng.random() < caption_prob else int(rng.choice(qs))
         )
-    return TrainingBatch(
+    batch = TrainingBatch(
         texts=data.texts.states(text_idx),
         features=torch.from_numpy(np.concatenate(feats)),
         feature_mask=torch.from_numpy(np.concatenate(masks)),
         clip_times=torch.from_numpy(np.concatenate(times)),
         clip_counts=counts,
     )
-
-
-def fit_first_stage(model: CoLLAP, data: Data, songs: list[int], seed: int) -> None:
-    """Fit the text search's attention prototypes (collap_model/fusion.py) on the training
-    songs' captions and queries, in manifest order."""
-    index = [i for s in songs for i in (data.captions[s], *data.queries[s])]
-
-    def batches() -> Iterator[TextEmbedding]:
-        with torch.inference_mode():
-            for i in range(0, len(index), FIT_CHUNK):
-                yield model.text_encoder(data.texts.states(index[i : i + FIT_CHUNK]))
-
-    model.fit_first_stage(batches(), seed)
+    return batch, np.concatenate(rows)
 
 
 def lr_at(step: int, recipe: Recipe) -> float:
@@ -156,12 +160,24 @@ def train(
     began = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
-    model = load_model(recipe.preset, device=recipe.device)
+    # from the preset's architecture with a seeded initialisation, never from shipped weights:
+    # the recipe reproduces them from nothing
+    model = CoLLAP(load_preset(recipe.preset)).to(resolve_device(recipe.device))
     data = prepare(model, manifest, out / "cache")
     n = len(data.audio)
     val = list(range(n - min(recipe.val_songs, n // 5), n))
     train_songs = list(range(val[0])) if val else list(range(n))
+    head = AttributeHead(model.config.embed_dim, len(data.attributes.labels)).to(model.device)
+    use_attributes = recipe.attribute_weight > 0 and bool(data.attributes.known.any())
+    encoder = model.audio_encoder
+    augment = (
+        LogMelAugment(encoder.logmel, model.sample_rate)
+        if recipe.augment and isinstance(encoder, CompactAudioEncoder)
+        else None
+    )
     params = [p for p in model.parameters() if p.requires_grad]
+    if use_attributes:
+        params += list(head.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     start = 0
     state_path = out / STATE_FILE
@@ -172,6 +188,7 @@ def train(
                 f"{state_path} was written by another recipe; use a new --out or the same options"
             )
         model.load_state_dict(state["model"], strict=False)
+        head.load_state_dict(state["attributes"])
         opt.load_state_dict(state["optimizer"])
         start = int(state["step"])
         log.info("resuming at step %d", start)
@@ -189,27 +206,36 @@ def train(
                 train_songs, size=min(recipe.batch, len(train_songs)), replace=False
             )
         ]
-        batch = make_batch(data, songs, rng, recipe.caption_prob, recipe.clip_stride)
+        batch, rows = make_batch(data, songs, rng, recipe.caption_prob, recipe.clip_stride)
+        if augment is not None:
+            batch = replace(batch, features=augment(batch.features, batch.feature_mask))
         for group in opt.param_groups:
             group["lr"] = lr_at(step, recipe)
         output = model(batch)
+        loss = output.loss
+        attr_loss = torch.zeros(())
+        if use_attributes:
+            targets, known = batch_targets(data.attributes, rows)
+            attr_loss = head.loss(output.clips, targets.to(model.device), known.to(model.device))
+            loss = loss + recipe.attribute_weight * attr_loss
         opt.zero_grad(set_to_none=True)
-        output.loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if (step + 1) % 25 == 0:
             log.info(
-                "step %d/%d loss %.3f (fusion %.3f, global %.3f) %.2f s/step",
-                step + 1, recipe.steps, output.loss.item(), output.fusion_loss.item(),
-                output.global_loss.item(), (time.monotonic() - tick) / 25,
+                "step %d/%d loss %.3f (fusion %.3f, global %.3f, attributes %.3f) %.2f s/step",
+                step + 1, recipe.steps, loss.item(), output.fusion_loss.item(),
+                output.global_loss.item(), attr_loss.item(), (time.monotonic() - tick) / 25,
             )  # fmt: skip
             tick = time.monotonic()
         if (step + 1) % recipe.eval_every == 0 or step + 1 in (recipe.steps, end):
             metrics = validate(model, data, val) if val else {}
-            history.append({"step": step + 1, "loss": output.loss.item(), **metrics})
+            history.append({"step": step + 1, "loss": loss.item(), **metrics})
             log.info("step %d validation %s", step + 1, json.dumps(metrics))
             state = {
                 "model": model.owned_state(),
+                "attributes": head.state_dict(),
                 "optimizer": opt.state_dict(),
                 "step": step + 1,
                 "recipe": asdict(recipe),
@@ -220,7 +246,6 @@ def train(
         return {"stopped_at": end, "steps": recipe.steps, "history": history}
     model.eval()
     model.trained = True
-    fit_first_stage(model, data, train_songs, recipe.seed)
     save_checkpoint(model, out)
     report = {
         "fingerprint": model.fingerprint,

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from collap_model import load_model
+from collap_model.synth.dataset import read_manifest
+from collap_model.training.attributes import label_names
 from collap_model.training.evaluate import both_ways, retrieval_metrics, timed_sentences
 from collap_model.training.train import Recipe, train
 from tests.collap_model.test_synth import TIMGM, needs_fluidsynth
@@ -48,8 +50,10 @@ def test_train_resumes_to_the_same_weights(dataset: Path, tmp_path: Path) -> Non
     assert resumed["fingerprint"] == straight["fingerprint"]
     meta = json.loads((tmp_path / "a" / "config.json").read_text())
     assert meta["trained"] is True and meta["fingerprint"] == straight["fingerprint"]
-    trained = load_model(tmp_path / "a", device="cpu")  # the first stage is fitted on its texts
-    assert float(torch.pdist(trained.fusion.prototypes).min()) > 0.0
+    # the attribute head learnt every label the manifest's sections fill
+    state = torch.load(tmp_path / "a" / "train_state.pt", weights_only=False)
+    labels = label_names(read_manifest(dataset / "manifest.jsonl"))
+    assert state["attributes"]["proj.weight"].shape[0] == len(labels) > 20
     assert [h["step"] for h in straight["history"]] == [2, 4]
     with pytest.raises(ValueError, match="another recipe"):
         train(
@@ -57,6 +61,20 @@ def test_train_resumes_to_the_same_weights(dataset: Path, tmp_path: Path) -> Non
             tmp_path / "b",
             Recipe(steps=5, batch=4, eval_every=2, val_songs=1, device="cpu"),
         )
+
+
+@needs_fluidsynth
+def test_training_starts_from_a_seeded_initialisation_not_the_shipped_weights(
+    dataset: Path, tmp_path: Path
+) -> None:
+    from collap_model.config import load_preset
+    from collap_model.model import CoLLAP
+
+    recipe = Recipe(steps=1, batch=4, eval_every=1, val_songs=1, lr=0.0, device="cpu", seed=3)
+    report = train(dataset / "manifest.jsonl", tmp_path / "zero", recipe)
+    torch.manual_seed(3)
+    assert report["fingerprint"] == CoLLAP(load_preset("collap-mini")).fingerprint
+    assert report["fingerprint"] != load_model(device="cpu").fingerprint
 
 
 @needs_fluidsynth
