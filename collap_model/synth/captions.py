@@ -102,6 +102,7 @@ class _Writer:
         bins = (75, 100, 125)
         self.pace = rng.choice(book.paces[sum(plan.tempo >= b for b in bins)])
         ranked = sorted(names, key=lambda n: (-sum(n in s.instruments for s in plan.sections), n))
+        self.ranked = ranked
         self.palette = [self.alias[n] for n in ranked]  # most present first
         # pitched instruments: "a jazz tune featuring drums" says little about its sound
         self.main = [self.alias[n] for n in ranked if n != DRUM_KIT]
@@ -366,26 +367,43 @@ class _Writer:
         self.rng.shuffle(events)
         self.rng.shuffle(entries)
         self.rng.shuffle(moments)
-        # changes first (they are what the model must learn to place), then one instrument
-        # entry, then section moments, then everything left
-        ordered = events[:2] + entries[:1] + moments[:1] + events[2:] + entries[1:] + moments[1:]
+        # an instrument entry and a change first (what the model must learn to place), then a
+        # section moment, then everything left
+        ordered = entries[:1] + events[:1] + moments[:1] + events[1:] + entries[1:] + moments[1:]
         return out + ordered
 
+    def featured(self) -> list[str]:
+        """The song's most telling instruments, in text form: its melody and its harmony
+        (the verse's lead and chords, heard most of the time), then the others by presence."""
+        by_role: dict[Role, str] = {}
+        for s in self.plan.sections:
+            for p in s.parts:
+                by_role.setdefault(p.role, p.name)
+        first = [by_role[r] for r in (Role.LEAD, Role.CHORDS) if r in by_role]
+        rest = [n for n in self.ranked if n not in first and n != DRUM_KIT]
+        return [self.alias[n] for n in [*first, *rest]]
+
     def identity(self) -> list[str]:
-        """Ways to say which song a query means (style, mood, two of its main instruments),
-        shuffled: a fact such as "the tempo gets slower at 1:20" is true of many songs."""
-        main = self.main[:3]
-        picked = self.rng.sample(main, min(2, len(main)))
-        fields = {
-            **self.common(),
-            "inst1": picked[0] if picked else "",
-            "inst2": picked[1] if len(picked) > 1 else "",
-        }
-        options = [
-            t for t in self.book.q_identity if picked and ("{inst2}" not in t or len(picked) > 1)
-        ]
-        self.rng.shuffle(options)
-        return [" ".join(t.format(**fields).split()) for t in options]
+        """Ways to say which song a query means (its style and two or three of its featured
+        instruments), richest first: a fact such as "the tempo gets slower at 1:20" is true
+        of many songs, and a style with one instrument still of several."""
+        featured = self.featured()
+        if not featured:
+            return []
+        extra = featured[2:]
+        picked = [*featured[:2], *([self.rng.choice(extra)] if extra else [])]
+        fields = {**self.common(), **{f"inst{i + 1}": n for i, n in enumerate(picked)}}
+        out: list[str] = []
+        for needed in (3, 2, 1):
+            options = [
+                t
+                for t in self.book.q_identity
+                if max((i for i in (1, 2, 3) if f"{{inst{i}}}" in t), default=0) == needed
+                and needed <= len(picked)
+            ]
+            self.rng.shuffle(options)
+            out.extend(" ".join(t.format(**fields).split()) for t in options)
+        return out
 
     def queries(self, count: int) -> list[str]:
         """The overall description, then facts each led by the song's identity; facts too
@@ -408,7 +426,7 @@ class _Writer:
             joints = list(self.book.q_joint)
             self.rng.shuffle(joints)
             joined = (
-                j.format(identity=i, fact=f) for f in facts for i in self.identity() for j in joints
+                j.format(identity=i, fact=f) for i in self.identity() for f in facts for j in joints
             )
             text = next((t for t in joined if fits(t)), None)
             if text is None:
@@ -419,4 +437,6 @@ class _Writer:
             if len(out) == count:
                 break
             out.extend(next(([f] for f in facts if fits(f)), []))
-        return out
+        if len(out) < count:
+            out.extend(t for t in self.identity() if fits(t))
+        return out[:count]

@@ -87,7 +87,7 @@ class Phrasebook:
     q_chord_end: tuple[str, ...]  # {tonic}
     q_no_drums: tuple[str, ...]  # {style} {inst1} {inst2}
     # what a query leads with to say which song it means, before one thing that happens in it
-    q_identity: tuple[str, ...]  # {a_mood} {mood} {style} {inst1} {inst2}
+    q_identity: tuple[str, ...]  # {a_mood} {mood} {style} {inst1} {inst2} {inst3}
     q_joint: tuple[str, ...]  # {identity} {fact}: the two halves of a query
 
     def templates(self) -> set[str]:
@@ -256,10 +256,12 @@ TRAIN = Phrasebook(
     q_chord_end=("ends on a long held {tonic} chord", "song ending on a sustained final chord"),
     q_no_drums=("{style} with no drums at all", "{style} without drums, just {inst1} and {inst2}"),
     q_identity=(
+        "{style} with {inst1}, {inst2} and {inst3}",
+        "{inst1}, {inst2} and {inst3} {style}",
         "{style} with {inst1} and {inst2}",
-        "{mood} {style} featuring {inst1}",
-        "{style} featuring {inst1} and {inst2}",
-        "{style} full of {inst1}",
+        "{mood} {style} featuring {inst1} and {inst2}",
+        "{style} where {inst1} plays over {inst2}",
+        "{style} featuring {inst1}",
     ),
     q_joint=("{identity}, {fact}", "{identity} where {fact}", "{identity}: {fact}"),
 )
@@ -437,8 +439,9 @@ HELDOUT = Phrasebook(
         "percussion-free {style} of {inst1} plus {inst2}",
     ),
     q_identity=(
+        "{style} combining {inst1}, {inst2} plus {inst3}",
         "{style} built around {inst1} plus {inst2}",
-        "{mood} {style} led by {inst1}",
+        "{mood} {style} led by {inst1} over {inst2}",
         "{style} centred on {inst1} alongside {inst2}",
         "{style} heavy on {inst1}",
     ),
