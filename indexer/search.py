@@ -1,13 +1,12 @@
 """Search: text -> first stage (ANN with filters) -> CoLLAP fusion re-rank -> hits.
 
-Two stages because fusion scores every (text, clip) pair: exact over a whole catalog it costs
-O(tracks x clips). The first stage is fusion made a dot product (collap_model/fusion.py): one
-attention for all the text's tokens, snapped to the nearest of the model's attention
-prototypes; each track stores its clips pooled by every prototype's attention
-(`first_stage_<j>`), and the query vector ū searches the one of the text's prototype. That
-agrees with the full fusion ranking far better than the song vector or the plain mean clip
-(benchmarks/query.py measures the recall); fusion then orders the `candidates` and says where in
-each track the text matches (the per-clip weights become segments).
+Two stages because fusion scores every (text, clip) pair: over a whole catalog it costs
+O(tracks x clips). The model's fusion is built so that its score is one dot product between a
+text vector and a per-track vector (collap_model/fusion.py): each track stores its clips pooled
+by every fusion attention pattern (`first_stage`), and an exact inner-product scan with the
+text's vector returns the fusion top-K. The re-rank recomputes fusion for those candidates
+from their clips in float32 (the stored vectors are float16) and says where in each track the
+text matches (the per-clip weights become segments).
 
 Similar tracks use the song vector first, then a clip-level re-rank: the symmetric mean of
 best clip matches (Chamfer similarity), so a track that shares whole passages with the query
@@ -26,12 +25,12 @@ import numpy as np
 
 from indexer.store.base import (
     CLIP_VECTORS,
+    FIRST_STAGE,
     Candidate,
     Store,
     StoredTrack,
     TrackFilter,
     decode_clips,
-    first_stage_name,
     point_id,
 )
 
@@ -76,7 +75,7 @@ class Segment:
 class Hit:
     id: str
     score: float  # the ranking score: fusion score (search) or clip-level similarity (similar)
-    first_stage: float  # first-stage similarity (search: ū · pooled clips; similar: song cosine)
+    first_stage: float  # first-stage similarity (search: v · p, float16; similar: song cosine)
     rerank: float  # the re-ranking score (equal to `score`; kept as its own part)
     path: str
     title: str | None
@@ -256,24 +255,24 @@ class Searcher:
         except ValueError as err:  # the model refuses text longer than it can read whole
             raise QueryError(str(err)) from err
         k = max(self.candidates, limit)
-        vectors, prototypes = self.model.first_stage_query(emb)
-        using = first_stage_name(int(prototypes[0]))
+        vector = self.model.first_stage_query(emb)[0]
         with self._lock:
-            found = self.store.search(target, vectors[0].cpu().tolist(), k, where, using=using)
+            found = self.store.search(target, vector.cpu().tolist(), k, where, using=FIRST_STAGE)
         if not found:
             return _nothing_found(where)
         clips, times = self._clips_of(target, found)
-        batch = ClipBatch.of_arrays(clips, times)
-        fused = self.model.score(emb, batch)
-        scores = fused.scores[0].float().cpu().numpy()  # (K,)
-        weights = fused.clip_weights[0].float().cpu().numpy()  # (K, N)
-        clip_scores = fused.clip_scores[0].float().cpu().numpy()  # (K, N)
-        order = np.argsort(-scores, kind="stable")[:limit]
+        scores = self.model.score_only(emb, ClipBatch.of_arrays(clips, times))[0]
+        order = np.argsort(-scores.float().cpu().numpy(), kind="stable")[:limit].tolist()
+        # where each hit matches: the per-clip explanation, for the hits shown only
+        top = self.model.score(emb, ClipBatch.of_arrays([clips[i] for i in order],
+                                                        [times[i] for i in order]))  # fmt: skip
+        weights = top.clip_weights[0].float().cpu().numpy()  # (limit, N)
+        clip_scores = top.clip_scores[0].float().cpu().numpy()  # (limit, N)
         hits = []
-        for i in order.tolist():
+        for row, i in enumerate(order):
             n = clips[i].shape[0]
-            segs = segments_from_weights(times[i], weights[i, :n], clip_scores[i, :n])
-            hits.append(_hit(found[i], float(scores[i]), segs))
+            segs = segments_from_weights(times[i], weights[row, :n], clip_scores[row, :n])
+            hits.append(_hit(found[i], float(top.scores[0, row]), segs))
         return hits
 
     # ---- similar tracks -------------------------------------------------------------------------
