@@ -61,7 +61,7 @@ def pool(model: Any) -> tuple[list[np.ndarray], list[str]]:
 def synthesise(
     model: Any, sources: list[np.ndarray], n: int, seed: int
 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[np.ndarray]]:
-    """n tracks: clips (N_i, D), song vectors (n, D), first-stage vectors (n, m, D), clip
+    """n tracks: clips (N_i, D), song vectors (n, D), first-stage vectors (n, m·D), clip
     times (N_i, 2)."""
     import torch
 
@@ -267,8 +267,9 @@ def run() -> str:
     return (
         "## Query latency and two-stage recall (`python -m benchmarks.run query`)\n\n"
         f"Warm `indexer query` path (text encoding, first stage top-{Settings().candidates}: "
-        "ANN on the clips pooled by the text's nearest attention prototype, CoLLAP fusion "
-        "re-rank, segments), limit 10, "
+        "exact inner-product scan of each track's clips pooled by the fusion's attention "
+        "patterns, whose dot product with the text's vector is the fusion score; CoLLAP fusion "
+        "re-rank from the clips in float32, segments), limit 10, "
         f"{LATENCY_QUERIES} held-out queries after 5 warm-up ones, with the store's files "
         "read once before (in the OS page cache, as for a server that has been up); beside it, "
         "exhaustive fusion scoring of every track (the peer) and the recall@10 of the two-stage "

@@ -28,7 +28,7 @@ from tests.indexer.conftest import SearchCatalog
 
 # songs of the catalog (seed 0) whose own caption ranks them first with the shipped weights;
 # the others are near misses, which the retrieval benchmark measures at scale
-FOUND_BY_CAPTION = (0, 1, 5, 7)
+FOUND_BY_CAPTION = (1, 3, 4, 5, 6, 7)
 
 
 @pytest.fixture
@@ -49,9 +49,9 @@ def test_caption_finds_its_song_first(searcher: Searcher, search_catalog: Search
 def test_short_query_finds_its_song_first(
     searcher: Searcher, search_catalog: SearchCatalog
 ) -> None:
-    song = search_catalog.songs[0]
+    song = search_catalog.songs[5]  # every one of its five queries finds it, as for song 6
     hits = searcher.search(song["queries"][0], limit=5)
-    assert hits[0].id == search_catalog.ids["song0"]
+    assert hits[0].id == search_catalog.ids["song5"]
     assert hits[0].path == song["audio"] and hits[0].duration == pytest.approx(
         song["duration"], abs=0.5
     )
@@ -70,24 +70,24 @@ def test_hits_carry_score_parts_and_segments(searcher: Searcher) -> None:
             assert 0.0 <= s.start < s.end <= h.duration + 10.0
 
 
-def test_hits_are_ordered_by_fusion_not_by_the_first_stage(searcher: Searcher) -> None:
-    """Re-ranking happens: hits come in fusion order, and for some texts that order differs
-    from the first stage's (an approximation of fusion, so the two often agree)."""
+def test_the_first_stage_scores_fusion_exactly_and_hits_come_in_fusion_order(
+    searcher: Searcher,
+) -> None:
+    """The first stage is fusion as one dot product (float16 in the store): its score of each
+    hit is the re-rank's float32 fusion score, so its top-K holds the fusion top-K."""
     texts = [
         "a bright ambient piece with synth bass and synth strings",
         "soft piano opening, then drums and strings",
         "fast loud drums from the start",
         "the music fades out at the end",
-        "a slow waltz with a brass chorus",
+        "A slow waltz with a brass chorus. " * 30,
     ]
-    reordered = 0
     for text in texts:
         hits = searcher.search(text, limit=11)
         scores = [h.score for h in hits]
         assert scores == sorted(scores, reverse=True)
-        first = [h.first_stage for h in hits]
-        reordered += first != sorted(first, reverse=True)
-    assert reordered > 0
+        for h in hits:
+            assert h.first_stage == pytest.approx(h.score, abs=2e-3 * max(1.0, abs(h.score)))
 
 
 def test_filters(searcher: Searcher, search_catalog: SearchCatalog) -> None:
@@ -204,7 +204,7 @@ def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_query_json_and_table(search_catalog: SearchCatalog) -> None:
-    song = search_catalog.songs[0]
+    song = search_catalog.songs[5]
     out = cli(search_catalog.settings, "query", song["queries"][0], "--limit", "3", "--json")
     assert out.returncode == 0, out.stderr
     hits = json.loads(out.stdout)
