@@ -178,8 +178,17 @@ class Cluster:
     def records(self) -> list[dict[str, Any]]:
         from workers import tasks
 
-        result: list[dict[str, Any]] = tasks.records.apply_async().get(timeout=60)
-        return result
+        result = tasks.records.apply_async()
+        # polled with plain GETs rather than awaited on the result backend's pub/sub: this
+        # process's subscription does not survive a Redis restart, and a reply published while
+        # redis-py reconnects it is lost (the CI run of 2026-12-01 waited 60 s for one)
+        deadline = time.monotonic() + 60
+        while not result.ready():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no reply to `records` in 60 s\n{self.logs()}")
+            time.sleep(0.1)
+        records: list[dict[str, Any]] = result.get(timeout=10)
+        return records
 
     def paths(self, folder: Path) -> list[str]:
         """Every indexed path under `folder`, once per point that lists it."""
