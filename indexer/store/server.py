@@ -12,6 +12,8 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from indexer.store.base import (
     CLIPS,
     FIRST_STAGE,
+    FIRST_STAGE_OVERSAMPLING,
+    FIRST_STAGE_QUANTILE,
     PAYLOAD_INDEXES,
     RECORD_FIELDS,
     SONG,
@@ -27,6 +29,9 @@ from indexer.store.base import (
 )
 
 _SCROLL_PAGE = 512
+_FIRST_STAGE_SEARCH = qm.SearchParams(
+    quantization=qm.QuantizationSearchParams(rescore=True, oversampling=FIRST_STAGE_OVERSAMPLING)
+)
 _SCHEMA = {
     FieldType.KEYWORD: qm.PayloadSchemaType.KEYWORD,
     FieldType.INTEGER: qm.PayloadSchemaType.INTEGER,
@@ -72,6 +77,11 @@ class ServerStore:
                     distance=qm.Distance.DOT,
                     datatype=qm.Datatype.FLOAT16,  # as the embedded store (edge.py says why)
                     hnsw_config=qm.HnswConfigDiff(m=0),  # exact scan (store/base.py says why)
+                    quantization_config=qm.ScalarQuantization(
+                        scalar=qm.ScalarQuantizationConfig(
+                            type=qm.ScalarType.INT8, quantile=FIRST_STAGE_QUANTILE, always_ram=True
+                        )
+                    ),
                 ),
                 CLIPS: qm.VectorParams(
                     size=dim,
@@ -171,6 +181,7 @@ class ServerStore:
             using=using,
             limit=limit,
             query_filter=_filter(where),
+            search_params=_FIRST_STAGE_SEARCH if using == FIRST_STAGE else None,
             with_payload=True,
             with_vectors=False,
         )

@@ -162,3 +162,31 @@ def test_edge_store_survives_reopen(tmp_path: Path) -> None:
         assert again.count("tracks-a") == 3
     finally:
         again.close()
+
+
+def test_edge_first_stage_scan_of_an_optimised_store_is_exact(tmp_path: Path) -> None:
+    # big enough that optimising builds the first stage's int8 copy (~12 MB of originals):
+    # the scan reads it, and re-scoring from the originals must still give the exact top 10
+    import numpy as np
+
+    n, dim = 6000, 1024
+    rng = np.random.default_rng(0)
+    first = rng.standard_normal((n, dim)).astype(np.float16)
+    store = edge(tmp_path)
+    try:
+        store.ensure_collection("tracks-a", DIM, dim)
+        ids = [point_id(f"hash-{i}") for i in range(n)]
+        points = [
+            TrackPoint(ids[i], vec(i), [vec(i)], first[i].tolist(), {"n_clips": 1})
+            for i in range(n)
+        ]
+        for i in range(0, n, 1000):
+            store.upsert("tracks-a", points[i : i + 1000])
+        store.optimize("tracks-a")
+        assert list(tmp_path.rglob(f"vector_storage-{FIRST_STAGE}/quantized.data"))
+        for q in rng.standard_normal((20, dim)).astype(np.float32):
+            exact = np.argsort(-(first.astype(np.float32) @ q))[:10]
+            got = store.search("tracks-a", q.tolist(), 10, using=FIRST_STAGE)
+            assert [h.id for h in got] == [ids[i] for i in exact]
+    finally:
+        store.close()
