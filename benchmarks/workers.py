@@ -155,12 +155,12 @@ so the queue itself costs ~{per_file:.1f} ms per file, small beside decoding and
 
 What a GPU node should do (reasoned from these figures, not measured: no GPU here). An embed
 worker process decodes its files (PyAV, one core) and runs the model; on this CPU the model
-alone runs at ~700 audio s / wall s (encoder section) and one decoding process at ~330
+alone runs at ~1,600 audio s / wall s (encoder section) and one decoding process at ~400
 (indexing section), which bounds one embed worker here ({r1:.0f}). On a GPU the compact encoder
 (0.9 M parameters) stops counting, so each embed process is bound by its decode core: a node
 with C cores running `-c C` embed processes (each with its own few-MB copy of the model on the
-GPU) should approach C x ~300 audio s / wall s, e.g. ~4,800 for 16 cores, i.e. ~4,800 hours of
-audio per hour. The queue's {ping:.0f} ms per task is then under 1% of an 8-file task (~1.5 s
+GPU) should approach C x ~400 audio s / wall s, e.g. ~6,400 for 16 cores, i.e. ~6,400 hours of
+audio per hour. The queue's {ping:.0f} ms per task is then under 1% of an 8-file task (~1.2 s
 of decoding). The next limit is the one store worker of an embedded store, which writes every
 point; past a few GPU nodes use a Qdrant server (`INDEXER_QDRANT_URL`) and several store
 workers.
