@@ -261,11 +261,11 @@ class Searcher:
         if not found:
             return _nothing_found(where)
         clips, times = self._clips_of(target, found)
-        scores = self.model.score_only(emb, ClipBatch.of_arrays(clips, times))[0]
+        batch = ClipBatch.of_arrays(clips, times)
+        scores = self.model.score_only(emb, batch)[0]
         order = np.argsort(-scores.float().cpu().numpy(), kind="stable")[:limit].tolist()
         # where each hit matches: the per-clip explanation, for the hits shown only
-        top = self.model.score(emb, ClipBatch.of_arrays([clips[i] for i in order],
-                                                        [times[i] for i in order]))  # fmt: skip
+        top = self.model.score(emb, batch.take(order))
         weights = top.clip_weights[0].float().cpu().numpy()  # (limit, N)
         clip_scores = top.clip_scores[0].float().cpu().numpy()  # (limit, N)
         hits = []
