@@ -16,10 +16,23 @@ from torch import Tensor, nn
 from collap_model.clipping import clip_spans_samples
 from collap_model.config import FrontendConfig
 
-# log(mel + eps) of digital silence; padded frames take this value
+# added to the mel power before the log, so digital silence has finite features
 _LOG_EPS = 1e-5
 # clips per STFT call (see LogMel)
 _CHUNK = 16
+# a fixed affine keeps loudness information (dynamics matter to captions) while bringing
+# typical music into roughly [-1, 1]: features = (log(mel + eps) + 4) / 4
+SILENCE = (math.log(_LOG_EPS) + 4.0) / 4.0  # features of digital silence, and of padding
+
+
+def compress(mel: Tensor) -> Tensor:
+    """Mel power -> the encoder's log features."""
+    return (torch.log(mel + _LOG_EPS) + 4.0) / 4.0
+
+
+def expand(features: Tensor) -> Tensor:
+    """The encoder's log features -> mel power (the inverse of `compress`, floored at 0)."""
+    return (torch.exp(4.0 * features - 4.0) - _LOG_EPS).clamp(min=0.0)
 
 
 def clip_spans(num_samples: int, config: FrontendConfig) -> list[tuple[int, int]]:
@@ -109,9 +122,7 @@ class LogMel(nn.Module):
                 power = torch.view_as_real(spec).pow(2).sum(-1)
                 parts.append(self.fb_t @ power)  # (b, n_mels, F)
         mel = torch.cat(parts)
-        # a fixed affine keeps loudness information (dynamics matter to captions) while
-        # bringing typical music into roughly [-1, 1]
-        logmel = (torch.log(mel + _LOG_EPS) + 4.0) / 4.0
+        logmel = compress(mel)
         frames = mel.shape[-1]
         n_valid = torch.clamp(
             torch.div(valid, self.hop_length, rounding_mode="floor") + 1, max=frames
@@ -119,6 +130,5 @@ class LogMel(nn.Module):
         mask = (
             torch.arange(frames, device=clips.device)[None, :] < n_valid.to(clips.device)[:, None]
         )
-        silence = (math.log(_LOG_EPS) + 4.0) / 4.0
-        logmel = logmel.masked_fill(~mask[:, None, :], silence)
+        logmel = logmel.masked_fill(~mask[:, None, :], SILENCE)
         return logmel, mask

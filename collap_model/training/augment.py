@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from collap_model.frontend import _LOG_EPS, LogMel
+from collap_model.frontend import SILENCE, LogMel, compress, expand
 
 NOISE_PROB = 0.5  # share of clips that get a noise floor
 NOISE_RMS = (1e-4, 1e-2)  # the floor's rms, log-uniform between these (full scale = 1)
@@ -31,8 +31,7 @@ class LogMelAugment:
         valid = torch.full((8,), noise.shape[1], dtype=torch.long)
         with torch.inference_mode():
             feats, _ = logmel(noise.to(logmel.window.device), valid.to(logmel.window.device))
-        self.profile = _power(feats.cpu()).mean(dim=(0, 2))  # (n_mels,)
-        self.silence = (math.log(_LOG_EPS) + 4.0) / 4.0
+        self.profile = expand(feats.cpu()).mean(dim=(0, 2))  # (n_mels,)
 
     def __call__(self, feats: Tensor, mask: Tensor) -> Tensor:
         """feats (M, n_mels, F), mask (M, F) valid frames -> augmented features, same shape.
@@ -47,10 +46,5 @@ class LogMelAugment:
             floor = var[:, None, None] * self.profile[None, :, None]
             sub = out[noisy]
             fluct = 0.5 + torch.rand(sub.shape)
-            mel = _power(sub) + floor * fluct
-            out[noisy] = (torch.log(mel + _LOG_EPS) + 4.0) / 4.0
-        return out.masked_fill(~mask[:, None, :], self.silence)
-
-
-def _power(feats: Tensor) -> Tensor:
-    return (torch.exp(4.0 * feats - 4.0) - _LOG_EPS).clamp(min=0.0)
+            out[noisy] = compress(expand(sub) + floor * fluct)
+        return out.masked_fill(~mask[:, None, :], SILENCE)
