@@ -37,10 +37,16 @@ CLIPS = "clips"
 # the benchmarks/query.py store), which the re-rank cannot win back
 FIRST_STAGE = "first_stage"
 # The scan reads an int8 copy of it (a quarter of float32) for the top K·oversampling, which the
-# float16 originals then re-score to the top K: at 50k tracks 6.6 vs 11.1 ms per query, with
-# the float32 top 100 kept whole (20 ms per 100k tracks before; without the re-scoring, 0.98)
+# float16 originals then re-score exactly: at 50k tracks 6.6 vs 11.1 ms per query, with the
+# float32 top 100 kept whole (20 ms per 100k tracks before; without the re-scoring, 0.98)
 FIRST_STAGE_OVERSAMPLING = 2.0
 FIRST_STAGE_QUANTILE = 0.99  # int8 range: the 1% most extreme values are clipped
+
+
+def first_stage_oversampling(limit: int, candidates: int | None) -> float:
+    """The store's oversampling factor for a first-stage search returning `limit` tracks out of
+    `candidates` re-scored ones: the int8 scan keeps candidates x FIRST_STAGE_OVERSAMPLING."""
+    return max(candidates or limit, limit) * FIRST_STAGE_OVERSAMPLING / limit
 
 
 class FieldType(StrEnum):
@@ -252,7 +258,11 @@ class Store(Protocol):
         limit: int,
         where: TrackFilter | None = None,
         using: str = SONG,
+        candidates: int | None = None,
     ) -> list[Candidate]:
-        """Nearest `using` vectors passing `where`, best first, with full payloads."""
+        """Nearest `using` vectors passing `where`, best first, with full payloads.
+
+        For FIRST_STAGE, the best `limit` of the `candidates` (default `limit`) tracks that the
+        stored vectors re-score after the quantized scan (first_stage_oversampling)."""
 
     def close(self) -> None: ...

@@ -19,7 +19,6 @@ import qdrant_edge as qe
 from indexer.store.base import (
     CLIPS,
     FIRST_STAGE,
-    FIRST_STAGE_OVERSAMPLING,
     FIRST_STAGE_QUANTILE,
     PAYLOAD_INDEXES,
     RECORD_FIELDS,
@@ -31,6 +30,7 @@ from indexer.store.base import (
     TrackFilter,
     TrackPoint,
     TrackRecord,
+    first_stage_oversampling,
     named_vectors,
     record_of,
 )
@@ -42,9 +42,6 @@ FIRST_STAGE_DATATYPE = qe.VectorStorageDatatype.Float16
 # the int8 copy is built when a segment is optimised (Store.optimize at the end of a run)
 _FIRST_STAGE_INT8 = qe.ScalarQuantizationConfig(
     qe.ScalarType.Int8, quantile=FIRST_STAGE_QUANTILE, memory=qe.Memory.Pinned
-)
-_FIRST_STAGE_SEARCH = qe.SearchParams(
-    quantization=qe.QuantizationSearchParams(rescore=True, oversampling=FIRST_STAGE_OVERSAMPLING)
 )
 _SCHEMA = {
     FieldType.KEYWORD: qe.PayloadSchemaType.Keyword,
@@ -200,12 +197,19 @@ class EdgeStore:
         limit: int,
         where: TrackFilter | None = None,
         using: str = SONG,
+        candidates: int | None = None,
     ) -> list[Candidate]:
+        params = None
+        if using == FIRST_STAGE:
+            over = first_stage_oversampling(limit, candidates)
+            params = qe.SearchParams(
+                quantization=qe.QuantizationSearchParams(rescore=True, oversampling=over)
+            )
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(list(vector), using=using),
             filter=_filter(where),
-            params=_FIRST_STAGE_SEARCH if using == FIRST_STAGE else None,
+            params=params,
             with_vector=False,
             with_payload=True,
         )

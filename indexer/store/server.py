@@ -12,7 +12,6 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from indexer.store.base import (
     CLIPS,
     FIRST_STAGE,
-    FIRST_STAGE_OVERSAMPLING,
     FIRST_STAGE_QUANTILE,
     PAYLOAD_INDEXES,
     RECORD_FIELDS,
@@ -24,14 +23,12 @@ from indexer.store.base import (
     TrackFilter,
     TrackPoint,
     TrackRecord,
+    first_stage_oversampling,
     named_vectors,
     record_of,
 )
 
 _SCROLL_PAGE = 512
-_FIRST_STAGE_SEARCH = qm.SearchParams(
-    quantization=qm.QuantizationSearchParams(rescore=True, oversampling=FIRST_STAGE_OVERSAMPLING)
-)
 _SCHEMA = {
     FieldType.KEYWORD: qm.PayloadSchemaType.KEYWORD,
     FieldType.INTEGER: qm.PayloadSchemaType.INTEGER,
@@ -174,14 +171,21 @@ class ServerStore:
         limit: int,
         where: TrackFilter | None = None,
         using: str = SONG,
+        candidates: int | None = None,
     ) -> list[Candidate]:
+        params = None
+        if using == FIRST_STAGE:
+            over = first_stage_oversampling(limit, candidates)
+            params = qm.SearchParams(
+                quantization=qm.QuantizationSearchParams(rescore=True, oversampling=over)
+            )
         result = self.client.query_points(
             name,
             query=list(vector),
             using=using,
             limit=limit,
             query_filter=_filter(where),
-            search_params=_FIRST_STAGE_SEARCH if using == FIRST_STAGE else None,
+            search_params=params,
             with_payload=True,
             with_vectors=False,
         )

@@ -190,3 +190,36 @@ def test_edge_first_stage_scan_of_an_optimised_store_is_exact(tmp_path: Path) ->
             assert [h.id for h in got] == [ids[i] for i in exact]
     finally:
         store.close()
+
+
+def test_edge_first_stage_re_scores_every_candidate_for_a_few_hits(tmp_path: Path) -> None:
+    # Ten tracks stand out on one component beyond the int8 range (clipped at the 0.99
+    # quantile), so the int8 scan ranks them below many others; re-scoring the 2 x oversampling
+    # tracks a 2-hit search would keep misses the true second, re-scoring all 100 candidates
+    # finds it.
+    import numpy as np
+
+    n, dim = 6000, 1024
+    rng = np.random.default_rng(1)
+    first = rng.standard_normal((n, dim)).astype(np.float32)
+    first[:10, 0] = 4.0
+    query = rng.standard_normal(dim).astype(np.float32)
+    query[0] = 30.0
+    store = edge(tmp_path)
+    try:
+        store.ensure_collection("tracks-a", DIM, dim)
+        ids = [point_id(f"hash-{i}") for i in range(n)]
+        for i in range(0, n, 1000):
+            store.upsert(
+                "tracks-a",
+                [
+                    TrackPoint(ids[j], vec(j), [vec(j)], first[j].tolist(), {"n_clips": 1})
+                    for j in range(i, i + 1000)
+                ],
+            )
+        store.optimize("tracks-a")
+        exact = np.argsort(-(first.astype(np.float16).astype(np.float32) @ query))[:2]
+        got = store.search("tracks-a", query.tolist(), 2, using=FIRST_STAGE, candidates=100)
+        assert [h.id for h in got] == [ids[i] for i in exact]
+    finally:
+        store.close()
