@@ -63,11 +63,6 @@ class ClipBatch:
     def to(self, device: torch.device | str) -> ClipBatch:
         return ClipBatch(self.clips.to(device), self.clip_times.to(device), self.mask.to(device))
 
-    def take(self, songs: Sequence[int]) -> ClipBatch:
-        """The given songs (rows) of the batch, in that order, padded as before."""
-        rows = torch.as_tensor(list(songs), dtype=torch.long, device=self.clips.device)
-        return ClipBatch(self.clips[rows], self.clip_times[rows], self.mask[rows])
-
 
 @dataclass(frozen=True)
 class TextEmbedding:

@@ -1,12 +1,14 @@
-"""Search: text -> first stage (ANN with filters) -> CoLLAP fusion re-rank -> hits.
+"""Search: text -> first stage (a scan with filters, exact re-scoring) -> fusion -> hits.
 
-Two stages because fusion scores every (text, clip) pair: over a whole catalog it costs
-O(tracks x clips). The model's fusion is built so that its score is one dot product between a
-text vector and a per-track vector (collap_model/fusion.py): each track stores its clips pooled
-by every fusion attention pattern (`first_stage`), and an exact inner-product scan with the
-text's vector returns the fusion top-K. The re-rank recomputes fusion for those candidates
-from their clips in float32 (the stored vectors are float16) and says where in each track the
-text matches (the per-clip weights become segments).
+Fusion scores every (text, clip) pair, so over a whole catalog it costs O(tracks x clips). The
+model's fusion is built so that its score is one dot product between a text vector and a
+per-track vector (collap_model/fusion.py): each track stores its clips pooled by every fusion
+attention pattern (`first_stage`). The store scans an int8 copy of those vectors for
+`candidates` x oversampling tracks and re-ranks them by the exact fusion score (the dot product
+with the stored float16 vectors); the best `limit` are the fusion top hits. Only those are read
+whole: their clips give the fusion score again in float32 and say where in each track the text
+matches (the per-clip weights become segments). Reading the clips of every candidate instead
+cost ~100 random reads per query, the latency tail once the OS had dropped the payload pages.
 
 Similar tracks use the song vector first, then a clip-level re-rank: the symmetric mean of
 best clip matches (Chamfer similarity), so a track that shares whole passages with the query
@@ -254,25 +256,23 @@ class Searcher:
             emb = self.model.encode_text([text])
         except ValueError as err:  # the model refuses text longer than it can read whole
             raise QueryError(str(err)) from err
-        k = max(self.candidates, limit)
         vector = self.model.first_stage_query(emb)[0]
         with self._lock:
-            found = self.store.search(target, vector.cpu().tolist(), k, where, using=FIRST_STAGE)
+            found = self.store.search(
+                target, vector.cpu().tolist(), limit, where, FIRST_STAGE, self.candidates
+            )
         if not found:
             return _nothing_found(where)
         clips, times = self._clips_of(target, found)
-        batch = ClipBatch.of_arrays(clips, times)
-        scores = self.model.score_only(emb, batch)[0]
-        order = np.argsort(-scores.float().cpu().numpy(), kind="stable")[:limit].tolist()
-        # where each hit matches: the per-clip explanation, for the hits shown only
-        top = self.model.score(emb, batch.take(order))
-        weights = top.clip_weights[0].float().cpu().numpy()  # (limit, N)
-        clip_scores = top.clip_scores[0].float().cpu().numpy()  # (limit, N)
+        fused = self.model.score(emb, ClipBatch.of_arrays(clips, times))
+        scores = fused.scores[0].float().cpu().numpy()  # (hits,)
+        weights = fused.clip_weights[0].float().cpu().numpy()  # (hits, N)
+        clip_scores = fused.clip_scores[0].float().cpu().numpy()  # (hits, N)
         hits = []
-        for row, i in enumerate(order):
+        for i in np.argsort(-scores, kind="stable").tolist():
             n = clips[i].shape[0]
-            segs = segments_from_weights(times[i], weights[row, :n], clip_scores[row, :n])
-            hits.append(_hit(found[i], float(top.scores[0, row]), segs))
+            segs = segments_from_weights(times[i], weights[i, :n], clip_scores[i, :n])
+            hits.append(_hit(found[i], float(scores[i]), segs))
         return hits
 
     # ---- similar tracks -------------------------------------------------------------------------

@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     silence_peak: float = Field(1e-3, ge=0)
 
     # ---- search and the HTTP API ----
-    candidates: int = Field(100, ge=1, le=10_000)  # first-stage tracks re-ranked by fusion
+    # first-stage tracks re-ranked: by the exact fusion score (text), by clips (similar tracks)
+    candidates: int = Field(100, ge=1, le=10_000)
     # torch threads of a searching process (`indexer serve`, `query`, `similar`): the server runs
     # requests in parallel on its thread pool, and one thread each keeps the latency tail short
     # (p99 29 vs 61 ms at 100k tracks on 2 cores: threads contend with the store's own)
