@@ -7,8 +7,9 @@ per-clip noise, and its song and first-stage vectors come from the model over th
 the vectors and the clips relate as in a real index, and fusion scores vary across tracks.
 
 Measured in one run, per scale (10k and 100k tracks):
-- warm `Searcher.search` latency (text encoding, first stage top-100, fusion re-rank, segments)
-  p50/p99, through the Python API and through HTTP (`indexer serve`, one kept-alive connection);
+- warm `Searcher.search` latency (text encoding, first stage re-ranking 100 candidates by the
+  exact fusion score, the hits' clips scored again with segments) p50/p99, through the Python
+  API and through HTTP (`indexer serve`, one kept-alive connection);
 - the peer: exhaustive fusion scoring of every track for the same queries, its latency, and the
   recall@10 of the two-stage search against it.
 Stores are cached in benchmarks/.cache (several GB at 100k).
@@ -148,7 +149,7 @@ def exhaustive(
     out = []
     for i in range(0, len(tracks), 4096):
         batch = ClipBatch.of_arrays(tracks[i : i + 4096], times[i : i + 4096])
-        out.append(model.score(text, batch).scores[0].float().cpu().numpy())
+        out.append(model.score_only(text, batch)[0].float().cpu().numpy())
     return np.concatenate(out)
 
 
@@ -285,11 +286,12 @@ def run() -> str:
         print(rows[-1], file=sys.stderr)
     return (
         "## Query latency and two-stage recall (`python -m benchmarks.run query`)\n\n"
-        f"Warm `indexer query` path (text encoding, first stage top-{Settings().candidates}: "
-        "inner-product scan of each track's clips pooled by the fusion's attention "
-        "patterns, whose dot product with the text's vector is the fusion score, over their "
-        "int8 copy with the top 200 re-scored from the float16 originals; CoLLAP fusion "
-        "re-rank from the clips in float32, segments), limit 10, "
+        "Warm `indexer query` path (text encoding; first stage: inner-product scan of each "
+        "track's clips pooled by the fusion's attention patterns, whose dot product with the "
+        "text's vector is the fusion score, over their int8 copy for twice "
+        f"{Settings().candidates} candidates, re-ranked by the exact fusion score from the "
+        "float16 originals; the hits' clips read and scored again in float32, with segments), "
+        "limit 10, "
         f"{LATENCY_QUERIES} held-out queries after 5 warm-up ones, with the store's files "
         "read once before (in the OS page cache, as for a server that has been up); beside it, "
         "exhaustive fusion scoring of every track (the peer) and the recall@10 of the two-stage "
