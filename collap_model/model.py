@@ -162,7 +162,7 @@ class CoLLAP(nn.Module):
     def encode_text(self, texts: list[str]) -> TextEmbedding:
         """texts -> tokens (B, L, D), mask (B, L), sentence (B, D) normalised."""
         with torch.inference_mode(), self._autocast():
-            emb = self.text_encoder(list(texts))
+            emb = self.text_encoder(list(texts), fast=True)
         return TextEmbedding(emb.tokens.float(), emb.mask, emb.sentence.float())
 
     def first_stage_query(self, text_emb: TextEmbedding) -> Tensor:

@@ -50,6 +50,18 @@ def test_short_text_matches_a_single_backbone_call(model: CoLLAP) -> None:
     assert torch.allclose(pooled[0], direct.mean(0), atol=1e-5)
 
 
+def test_query_precision_keeps_the_float32_embeddings(model: CoLLAP) -> None:
+    # encode_text runs the backbone in bfloat16 where the CPU has it (fast_precision), in
+    # float32 elsewhere: either way its embeddings are those of the path that training reads
+    text = "an upbeat jazz tune with piano and brass that builds to a loud chorus"
+    emb = model.encode_text([text])
+    with torch.inference_mode():
+        full = model.text_encoder([text])
+    cosine = torch.nn.functional.cosine_similarity(emb.tokens[0], full.tokens[0], dim=-1)
+    assert float(cosine.min()) > 0.9995
+    assert float(emb.sentence[0] @ full.sentence[0]) > 0.9995
+
+
 def test_text_over_the_word_limit_is_refused_not_cut(model: CoLLAP) -> None:
     limit = model.config.text.max_words
     assert limit >= 512
