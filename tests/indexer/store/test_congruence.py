@@ -164,6 +164,22 @@ def test_edge_store_survives_reopen(tmp_path: Path) -> None:
         again.close()
 
 
+def optimised_first_stage_store(tmp: Path, first: Any) -> tuple[Store, list[str]]:
+    """An optimised edge store holding one track per row of `first` (its first-stage vector),
+    and their ids."""
+    store = edge(tmp)
+    store.ensure_collection("tracks-a", DIM, first.shape[1])
+    ids = [point_id(f"hash-{i}") for i in range(first.shape[0])]
+    points = [
+        TrackPoint(ids[i], vec(i), [vec(i)], first[i].tolist(), {"n_clips": 1})
+        for i in range(first.shape[0])
+    ]
+    for i in range(0, len(points), 1000):
+        store.upsert("tracks-a", points[i : i + 1000])
+    store.optimize("tracks-a")
+    return store, ids
+
+
 def test_edge_first_stage_scan_of_an_optimised_store_is_exact(tmp_path: Path) -> None:
     # big enough that optimising builds the first stage's int8 copy (~12 MB of originals):
     # the scan reads it, and re-scoring from the originals must still give the exact top 10
@@ -172,17 +188,8 @@ def test_edge_first_stage_scan_of_an_optimised_store_is_exact(tmp_path: Path) ->
     n, dim = 6000, 1024
     rng = np.random.default_rng(0)
     first = rng.standard_normal((n, dim)).astype(np.float16)
-    store = edge(tmp_path)
+    store, ids = optimised_first_stage_store(tmp_path, first)
     try:
-        store.ensure_collection("tracks-a", DIM, dim)
-        ids = [point_id(f"hash-{i}") for i in range(n)]
-        points = [
-            TrackPoint(ids[i], vec(i), [vec(i)], first[i].tolist(), {"n_clips": 1})
-            for i in range(n)
-        ]
-        for i in range(0, n, 1000):
-            store.upsert("tracks-a", points[i : i + 1000])
-        store.optimize("tracks-a")
         assert list(tmp_path.rglob(f"vector_storage-{FIRST_STAGE}/quantized.data"))
         for q in rng.standard_normal((20, dim)).astype(np.float32):
             exact = np.argsort(-(first.astype(np.float32) @ q))[:10]
@@ -205,19 +212,8 @@ def test_edge_first_stage_re_scores_every_candidate_for_a_few_hits(tmp_path: Pat
     first[:10, 0] = 4.0
     query = rng.standard_normal(dim).astype(np.float32)
     query[0] = 30.0
-    store = edge(tmp_path)
+    store, ids = optimised_first_stage_store(tmp_path, first)
     try:
-        store.ensure_collection("tracks-a", DIM, dim)
-        ids = [point_id(f"hash-{i}") for i in range(n)]
-        for i in range(0, n, 1000):
-            store.upsert(
-                "tracks-a",
-                [
-                    TrackPoint(ids[j], vec(j), [vec(j)], first[j].tolist(), {"n_clips": 1})
-                    for j in range(i, i + 1000)
-                ],
-            )
-        store.optimize("tracks-a")
         exact = np.argsort(-(first.astype(np.float16).astype(np.float32) @ query))[:2]
         got = store.search("tracks-a", query.tolist(), 2, using=FIRST_STAGE, candidates=100)
         assert [h.id for h in got] == [ids[i] for i in exact]
