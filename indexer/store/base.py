@@ -9,8 +9,9 @@ Schema (one point per track, see ARCHITECTURE.md):
   `clips` (multivector, cosine MaxSim, no graph);
 - payload: the fields of PAYLOAD_INDEXES below and the file's facts, plus `files` (every path
   holding this content), `dirs` (every folder above those paths, for path-prefix filters) and
-  `clip_vectors` (the clips again, float16, base64: re-ranking reads a candidate's clips from
-  the payload because turning a multivector into Python lists costs ~1 ms per track);
+  `clip_vectors` (the clips again, float16, base64: a text search reads its hits' clips, a
+  similar-tracks query its candidates', from the payload because turning a multivector into
+  Python lists costs ~1 ms per track);
 - collections are named `<alias>-<fingerprint>`; the alias points at the complete one.
 """
 
