@@ -128,16 +128,24 @@ def text_cache(model: CoLLAP, texts: Sequence[str], folder: Path) -> TextCache:
         return TextCache(
             *(np.load(target / f"{n}.npy", mmap_mode="r") for n in ("tokens", "offsets", "pooled"))
         )
+    # batches of texts of similar length: a manifest interleaves each long caption with its
+    # short queries, and in manifest order every batch was padded to a caption's window
+    order = sorted(range(len(texts)), key=lambda k: (len(texts[k]), k))
+    states: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    with torch.inference_mode():
+        for i in range(0, len(order), _TEXT_BATCH):
+            chunk = order[i : i + _TEXT_BATCH]
+            toks, pools = enc.hidden_states([texts[k] for k in chunk])
+            for k, t, p in zip(chunk, toks, pools, strict=True):
+                states[k] = (t.cpu().numpy().astype(np.float16), p.cpu().numpy().astype(np.float16))
     tokens: list[np.ndarray] = []
     pooled: list[np.ndarray] = []
     offsets = [0]
-    with torch.inference_mode():
-        for i in range(0, len(texts), _TEXT_BATCH):
-            toks, pools = enc.hidden_states(list(texts[i : i + _TEXT_BATCH]))
-            for t, p in zip(toks, pools, strict=True):
-                tokens.append(t.cpu().numpy().astype(np.float16))
-                pooled.append(p.cpu().numpy().astype(np.float16))
-                offsets.append(offsets[-1] + t.shape[0])
+    for k in range(len(texts)):
+        tok, pool = states[k]
+        tokens.append(tok)
+        pooled.append(pool)
+        offsets.append(offsets[-1] + tok.shape[0])
     target.mkdir(parents=True, exist_ok=True)
     arrays = {
         "tokens": np.concatenate(tokens),

@@ -9,16 +9,24 @@ from pathlib import Path
 from typing import Any
 
 
-def _train(args: argparse.Namespace) -> int:
-    from collap_model.training.train import Recipe, train
+def recipe_of(args: argparse.Namespace) -> Any:
+    """The Recipe that `collap train` options describe (no options: the default recipe)."""
+    from collap_model.training.train import Recipe
 
-    recipe = Recipe(
+    return Recipe(
         preset=args.preset, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
         device=args.device, eval_every=args.eval_every, val_songs=args.val_songs,
         clip_stride=args.clip_stride, warmup=args.warmup,
         attribute_weight=args.attribute_weight, augment=not args.no_augment,
     )  # fmt: skip
-    report = train(_manifest(args.data), Path(args.out), recipe, stop_after=args.stop_after)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from collap_model.training.train import train
+
+    report = train(
+        _manifest(args.data), Path(args.out), recipe_of(args), stop_after=args.stop_after
+    )
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
     return 0
 
@@ -69,7 +77,7 @@ def add_parsers(sub: Any) -> None:
         "--out", required=True, help="output folder: checkpoint, caches, resumable state"
     )
     p.add_argument("--preset", default="collap-mini")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=2400)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)

@@ -43,7 +43,7 @@ STATE_FILE = "train_state.pt"
 @dataclass(frozen=True)
 class Recipe:
     preset: str = "collap-mini"  # model to train (a preset name)
-    steps: int = 1500  # optimiser steps
+    steps: int = 2400  # optimiser steps
     batch: int = 32  # songs per step (each with one text)
     lr: float = 2e-3  # peak learning rate (AdamW), cosine decay after warm-up
     warmup: int = 100  # linear warm-up steps

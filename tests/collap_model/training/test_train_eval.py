@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 from collap_model import load_model
+from collap_model.cli import build_parser
+from collap_model.config import load_preset
+from collap_model.model import CoLLAP
 from collap_model.synth.dataset import read_manifest
 from collap_model.training.attributes import label_names
+from collap_model.training.cache import text_cache
+from collap_model.training.cli import recipe_of
 from collap_model.training.evaluate import both_ways, retrieval_metrics, timed_sentences
 from collap_model.training.train import Recipe, train
 from tests.collap_model.test_synth import TIMGM, needs_fluidsynth
@@ -67,9 +73,6 @@ def test_train_resumes_to_the_same_weights(dataset: Path, tmp_path: Path) -> Non
 def test_training_starts_from_a_seeded_initialisation_not_the_shipped_weights(
     dataset: Path, tmp_path: Path
 ) -> None:
-    from collap_model.config import load_preset
-    from collap_model.model import CoLLAP
-
     recipe = Recipe(steps=1, batch=4, eval_every=1, val_songs=1, lr=0.0, device="cpu", seed=3)
     report = train(dataset / "manifest.jsonl", tmp_path / "zero", recipe)
     torch.manual_seed(3)
@@ -105,3 +108,23 @@ def test_timed_sentences_parse_caption_times() -> None:
 
     items = timed_sentences([E()])  # type: ignore[list-item]
     assert [(s, t) for s, _, t in items] == [(0, 16.0), (0, 65.0)]
+
+
+def test_the_text_cache_keeps_each_text_at_its_place_whatever_the_batching() -> None:
+    model = CoLLAP(load_preset("collap-mini"))
+    long = "A soft piano opens the song and strings enter later on. " * 30
+    texts = ["jazz tune with flute", long, "rock song with drums", long + "It ends.", "a fade"]
+    with tempfile.TemporaryDirectory() as folder:
+        cache = text_cache(model, texts, Path(folder))
+        alone = [model.text_encoder.hidden_states([t]) for t in texts]
+        for k, (tokens, pooled) in enumerate(alone):
+            got = cache.states([k])
+            assert got.tokens[0].shape == tokens[0].shape
+            assert torch.allclose(got.tokens[0], tokens[0], atol=2e-2)
+            assert torch.allclose(got.pooled[0], pooled[0], atol=2e-2)
+
+
+def test_train_without_options_runs_the_default_recipe() -> None:
+    args = build_parser().parse_args(["train", "DATA", "--out", "RUN"])
+    assert recipe_of(args) == Recipe()
+    assert Recipe().steps == 2400
