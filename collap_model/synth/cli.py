@@ -43,6 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argument
         default="train",
         help="caption wording: train, or the held-out set kept for evaluation (default train)",
     )
+    parser.add_argument(
+        "--queries", type=_positive_int, default=5, help="short queries per song (default 5)"
+    )
     parser.add_argument("--min-seconds", type=float, default=30.0, help="shortest song (30)")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="longest song (300)")
     parser.add_argument(
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         args.seed,
         soundfont=args.soundfont,
         phrasings=args.phrasings,
+        queries=args.queries,
         min_seconds=args.min_seconds,
         max_seconds=args.max_seconds,
         jobs=args.jobs,

@@ -198,6 +198,7 @@ def generate_dataset(
     *,
     soundfont: str | Path | None = None,
     phrasings: str = "train",
+    queries: int = 5,
     min_seconds: float = 30.0,
     max_seconds: float = 300.0,
     jobs: int | None = None,
@@ -223,6 +224,8 @@ def generate_dataset(
     jobs = _default_jobs() if jobs is None else jobs
     if jobs < 1:
         raise SynthError(f"--jobs must be at least 1, got {jobs}")
+    if queries < 1:
+        raise SynthError(f"--queries must be at least 1, got {queries}")
     if phrasings not in PHRASEBOOKS:
         raise SynthError(f"unknown phrasings {phrasings!r}; use one of {', '.join(PHRASEBOOKS)}")
     check_length(min_seconds, max_seconds)
@@ -237,7 +240,7 @@ def generate_dataset(
     tasks: list[tuple[Path, Path, float]] = []
     for i in range(songs):
         plan = plan_song(seed + i, min_seconds, max_seconds)
-        text = describe(plan, phrasings)
+        text = describe(plan, phrasings, queries)
         name = f"{i:0{width}d}"
         midi = root / "midi" / f"{name}.mid"
         flac = root / "audio" / f"{name}.flac"

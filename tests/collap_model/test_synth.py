@@ -183,6 +183,11 @@ def test_heldout_phrasings_share_no_template_or_descriptive_word_with_train() ->
         return out
 
     assert vocab(TRAIN).isdisjoint(vocab(HELDOUT))
+    # an instrument's other names: a held-out one is never a training one
+    heldout_names = {a for names in HELDOUT.aliases.values() for a in names}
+    for canonical, names in TRAIN.aliases.items():
+        assert heldout_names.isdisjoint(set(names) - {canonical}), canonical
+        assert set(names).isdisjoint(HELDOUT.aliases.get(canonical, ())), canonical
     for plan in plans()[:10]:
         train, heldout = describe(plan, "train"), describe(plan, "heldout")
         assert train.caption != heldout.caption
@@ -311,8 +316,19 @@ def test_cli_registers_synth_with_defaults() -> None:
     assert args.func is synth_cli.run
     assert (args.songs, args.seed, args.phrasings, args.jobs) == (100, 0, "train", None)
     assert (args.min_seconds, args.max_seconds, args.soundfont) == (30.0, 300.0, None)
-    with pytest.raises(SystemExit):
-        parser().parse_args(["synth", "out", "--phrasings", "test"])
+    assert args.queries == 5
+    assert parser().parse_args(["synth", "out", "--queries", "10"]).queries == 10
+    for bad in (["--phrasings", "test"], ["--queries", "0"]):
+        with pytest.raises(SystemExit):
+            parser().parse_args(["synth", "out", *bad])
+
+
+def test_training_data_can_have_ten_distinct_queries_per_song() -> None:
+    """The recipe's training set (`--queries 10`): more phrasings of each song's facts."""
+    for plan in plans():
+        queries = describe(plan, "train", 10).queries
+        assert len(queries) == 10 and len(set(queries)) == 10, plan.seed
+        assert all(QUERY_WORDS[0] <= words(q) <= QUERY_WORDS[1] for q in queries)
 
 
 def test_registering_the_command_imports_neither_torch_nor_the_generator() -> None:
