@@ -27,8 +27,8 @@ from indexer.store.base import TrackFilter
 from tests.indexer.conftest import SearchCatalog
 
 # songs of the catalog (seed 0) whose own caption ranks them first with the shipped weights;
-# the others are near misses, which the retrieval benchmark measures at scale
-FOUND_BY_CAPTION = (1, 3, 4, 5, 6, 7)
+# songs 2 and 7 are near misses, and the retrieval benchmark measures how often at scale
+FOUND_BY_CAPTION = (0, 1, 3, 4, 5, 6)
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_caption_finds_its_song_first(searcher: Searcher, search_catalog: Search
 def test_short_query_finds_its_song_first(
     searcher: Searcher, search_catalog: SearchCatalog
 ) -> None:
-    song = search_catalog.songs[5]  # every one of its five queries finds it, as for song 6
+    song = search_catalog.songs[5]  # every one of its five queries finds it, as for 4 and 6
     hits = searcher.search(song["queries"][0], limit=5)
     assert hits[0].id == search_catalog.ids["song5"]
     assert hits[0].path == song["audio"] and hits[0].duration == pytest.approx(
