@@ -40,6 +40,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from collap_model.synth.captions import QUERIES
 from collap_model.synth.structure import SynthError
 
 log = logging.getLogger("collap.synth")
@@ -198,7 +199,7 @@ def generate_dataset(
     *,
     soundfont: str | Path | None = None,
     phrasings: str = "train",
-    queries: int = 5,
+    queries: int = QUERIES,
     min_seconds: float = 30.0,
     max_seconds: float = 300.0,
     jobs: int | None = None,
