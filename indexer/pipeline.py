@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 # seconds to wait for a decoder message before embedding a partial batch
 _IDLE = 0.05
+_PUBLISH_EVERY = 0.25  # seconds between status.json writes while embedding
 
 
 @dataclass
@@ -160,6 +161,7 @@ class IndexRun:
         self.summary.removed = plan.removed
         self._apply_bookkeeping(plan)
         self._embed_all(plan)
+        self._publish("optimizing", self.summary.indexed + self.summary.failed)
         self.store.optimize(self.target)
         if current != self.target:
             self.store.switch_alias(self.target)
@@ -318,9 +320,16 @@ class IndexRun:
         if self.progress is not None:
             self.progress.update(done, self.summary.audio_seconds)
         now = time.monotonic()
-        if self.publish is not None and now - self._last_publish > 1.0:
+        # throttled, but the last file always shows: status must not read 2/20 while the run
+        # is already optimising the collection
+        last = done >= self._files_total
+        if now - self._last_publish > _PUBLISH_EVERY or last:
             self._last_publish = now
-            status = {"state": "indexing", "files_done": done, "files_total": self._files_total}
+            self._publish("indexing", done)
+
+    def _publish(self, state: str, done: int) -> None:
+        if self.publish is not None:
+            status = {"state": state, "files_done": done, "files_total": self._files_total}
             self.publish({**status, **self.summary.as_dict()})
 
 

@@ -15,7 +15,9 @@ from indexer.settings import Settings
 from indexer.store.edge import EdgeStore
 from tests.indexer.fixtures import write_audio
 
-FILES = 20
+# the run embeds about 15 files a second here: 30 leave ~2 s between the third file showing in
+# status.json (written every 0.25 s) and the end of the run
+FILES = 30
 
 
 def test_sigkill_mid_run_then_rerun_indexes_everything_once(tmp_path: Path) -> None:

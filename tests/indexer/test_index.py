@@ -17,7 +17,7 @@ import torch
 from collap_model.model import CoLLAP
 from indexer import service
 from indexer.decode import AudioDecoder
-from indexer.pipeline import IndexSummary
+from indexer.pipeline import IndexRun, IndexSummary, ModelHandle
 from indexer.settings import Settings
 from indexer.store.base import point_id
 from indexer.store.edge import EdgeStore
@@ -74,6 +74,29 @@ def test_index_then_nothing_to_do(tmp_path: Path, settings: Settings, index: Ind
     second = index(settings, tmp_path / "music")
     assert (second.indexed, second.unchanged, second.audio_seconds) == (0, 5, 0.0)
     assert len(points(settings)) == 5
+
+
+def test_published_progress_ends_with_every_file(
+    tmp_path: Path, settings: Settings, model: CoLLAP
+) -> None:
+    catalog(tmp_path / "music")
+    (tmp_path / "music" / "bad.mp3").write_bytes(b"not audio")
+    published: list[dict] = []  # type: ignore[type-arg]
+    with service.session(settings) as s:
+        run = IndexRun(
+            settings,
+            s.store,
+            s.failures,
+            ModelHandle(settings, model=model),
+            publish=published.append,
+        )
+        run.run([tmp_path / "music"])
+    done = [p["files_done"] for p in published]
+    assert done == sorted(done) and published[0]["files_total"] == 6
+    # the file that finishes embedding shows, throttled or not, before the collection optimises
+    assert [p["state"] for p in published[-2:]] == ["indexing", "optimizing"]
+    assert done[-2:] == [6, 6]
+    assert (published[-1]["indexed"], published[-1]["failed"]) == (5, 1)
 
 
 def test_incremental_add_change_touch_delete_and_duplicates(
