@@ -21,12 +21,16 @@ Idempotency: point ids are uuid5 of the content hash, so a message delivered twi
 same point twice. Claims (a Redis hash per collection: content hash -> plan task id and time)
 make a file that two plans find at once go to one embed task; a redelivered plan (same task id)
 takes its own claims again. Claims live in the same Redis as the queued messages, so they are
-lost together or kept together; `claim_ttl` bounds a claim whose message was lost anyway.
+lost together or kept together. A message can still be lost alone (a Redis restart in the
+instant a worker takes it): a worker of the store queue sweeps for claims no message carries
+(OrphanSweep, every `claim_sweep_interval` s) and plans their files again; `claim_ttl` is the
+last bound.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -64,8 +68,11 @@ QUEUES = (SCAN, EMBED, STORE)
 _RECONCILE_BELOW = 64
 # kombu's Redis transport keeps priority levels 3, 6, 9 in lists named <queue><sep><level>
 _PRIORITY_SEP = "\x06\x16"
+# and the messages delivered to a worker and not acknowledged yet in this hash
+_UNACKED = "unacked"
 
-# claim(hash, content hash, token, now, ttl): 1 when taken (free, stale or already ours), else 0
+# claim(claims hash, files hash; content hash, token, now, ttl, files as JSON): 1 when taken
+# (free, stale or already ours), else 0
 _CLAIM = """
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v then
@@ -75,7 +82,51 @@ if v then
   if owner ~= ARGV[2] and at + tonumber(ARGV[4]) > tonumber(ARGV[3]) then return 0 end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
 return 1
+"""
+
+# A header on deferred plan messages: they carry no claim, so they do not keep a claim alive
+DEFERRED_HEADER = "collap_deferred"
+
+# idle_claims(unacked, the queues' lists..., claim hashes...; number of lists): every claim as
+# (hash, content hash, value) triples when no message is queued and every message taken and not
+# acknowledged is a deferred plan; nil otherwise. Atomic, so no message moves between the checks.
+_IDLE_CLAIMS = (
+    """
+local lists = tonumber(ARGV[1])
+for i = 2, lists + 1 do
+  if redis.call('LLEN', KEYS[i]) > 0 then return nil end
+end
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+  local ok, entry = pcall(cjson.decode, v)
+  if not ok or type(entry) ~= 'table' or type(entry[1]) ~= 'table' then return nil end
+  local headers = entry[1]['headers']
+  if type(headers) ~= 'table' or not headers['"""
+    + DEFERRED_HEADER
+    + """'] then return nil end
+end
+local out = {}
+for i = lists + 2, #KEYS do
+  local kv = redis.call('HGETALL', KEYS[i])
+  for j = 1, #kv, 2 do
+    table.insert(out, KEYS[i])
+    table.insert(out, kv[j])
+    table.insert(out, kv[j + 1])
+  end
+end
+return out
+"""
+)
+
+# drop(claims hash, files hash; content hash, value): the claim, only if it still holds `value`
+_DROP_IF_SAME = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
 """
 
 
@@ -132,6 +183,18 @@ class Keys:
     def claims(self, collection: str) -> str:
         return f"{self.prefix}:claims:{collection}"
 
+    def claimed_files(self, collection: str) -> str:
+        """Hash: content hash -> the files of its claim (JSON), to plan again if it is lost."""
+        return f"{self.prefix}:claimed-files:{collection}"
+
+    def collection_of(self, claims_key: str) -> str:
+        return claims_key.removeprefix(self.claims(""))
+
+
+def queue_lists(queue: str) -> list[str]:
+    """The Redis lists that hold a queue's messages (one per priority level)."""
+    return [queue] + [f"{queue}{_PRIORITY_SEP}{p}" for p in (3, 6, 9)]
+
 
 def redis_client(url: str, timeout: float = 10.0) -> redis.Redis:
     import redis
@@ -148,16 +211,23 @@ def redis_client(url: str, timeout: float = 10.0) -> redis.Redis:
 class Claims:
     """Which contents of a collection are queued for embedding (see the module docstring)."""
 
-    def __init__(self, client: redis.Redis, key: str, ttl: float) -> None:
-        self.client, self.key, self.ttl = client, key, ttl
+    def __init__(self, client: redis.Redis, keys: Keys, collection: str, ttl: float) -> None:
+        self.client, self.ttl = client, ttl
+        self.key, self.files_key = keys.claims(collection), keys.claimed_files(collection)
         self._claim = client.register_script(_CLAIM)
 
-    def take(self, digest: str, token: str) -> bool:
-        return bool(self._claim(keys=[self.key], args=[digest, token, time.time(), self.ttl]))
+    def take(self, digest: str, token: str, files: Sequence[CatalogFile]) -> bool:
+        """Claim `digest` for the plan `token`, for `files` (planned again if the claim is lost)."""
+        record = json.dumps([file_msg(f) for f in files])
+        args: list[str | float] = [digest, token, time.time(), self.ttl, record]
+        return bool(self._claim(keys=[self.key, self.files_key], args=args))
 
     def release(self, digests: Sequence[str]) -> None:
         if digests:
-            self.client.hdel(self.key, *digests)
+            pipe = self.client.pipeline()
+            pipe.hdel(self.key, *digests)
+            pipe.hdel(self.files_key, *digests)
+            pipe.execute()
 
     def held(self) -> list[str]:
         """The contents claimed now (claims older than the ttl no longer count)."""
@@ -167,6 +237,83 @@ class Claims:
 
     def live(self) -> int:
         return len(self.held())
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A claim no message carries any more, as observed, and the files it was taken for."""
+
+    collection: str
+    digest: str
+    value: str  # "token|time"
+    files: list[CatalogFile]
+
+
+class OrphanSweep:
+    """Finds claims whose message was lost, so their files can be planned again.
+
+    kombu's Redis transport takes a message (BRPOP) and records it as unacknowledged (HSET
+    `unacked`) in two steps; a Redis restart between them loses the message, and its claim
+    would hold the file back for `claim_ttl`. A claim is orphaned when two sweeps in a row find
+    it unchanged while nothing is queued and every message taken and not acknowledged is a
+    deferred plan (those carry no claim): then no message can carry it. Twice, because one
+    sweep may fall in the instant a live message is in neither place. A claim wrongly called
+    orphaned costs at most one repeated embedding: writes are idempotent.
+    """
+
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        self.keys = Keys(settings.collection)
+        self.client = client
+        self._idle = client.register_script(_IDLE_CLAIMS)
+        self._drop = client.register_script(_DROP_IF_SAME)
+        self._seen: set[tuple[str, str, str]] = set()
+
+    def orphans(self) -> list[Orphan]:
+        lists = [n for q in QUEUES for n in queue_lists(q)]
+        hashes = sorted(str(k) for k in self.client.scan_iter(self.keys.claims("*")))
+        snap = self._idle(keys=[_UNACKED, *lists, *hashes], args=[len(lists)])
+        if snap is None:  # busy: whatever is claimed may be on its way
+            self._seen = set()
+            return []
+        now = {(str(snap[i]), str(snap[i + 1]), str(snap[i + 2])) for i in range(0, len(snap), 3)}
+        found = sorted(now & self._seen)
+        self._seen = now
+        out = []
+        for key, digest, value in found:
+            collection = self.keys.collection_of(key)
+            record = self.client.hget(self.keys.claimed_files(collection), digest)
+            files = [file_of(f) for f in json.loads(str(record))] if record else []
+            out.append(Orphan(collection, digest, value, files))
+        return out
+
+    def drop(self, orphans: Sequence[Orphan]) -> int:
+        """Release the claims still as observed (a plan may have taken one again since)."""
+        dropped = 0
+        for o in orphans:
+            keys = [self.keys.claims(o.collection), self.keys.claimed_files(o.collection)]
+            dropped += int(self._drop(keys=keys, args=[o.digest, o.value]))
+        return dropped
+
+
+def replan_orphans(sweep: OrphanSweep, send_plan: Callable[[dict[str, Any]], None]) -> int:
+    """Send a plan of the orphaned claims' files, then release those claims; returns how many.
+
+    The plan goes first: if it cannot be sent the claims stay for the next sweep, and a plan
+    that runs before the release finds them claimed and defers, as for any other plan.
+    """
+    orphans = sweep.orphans()
+    if not orphans:
+        return 0
+    files = [f for o in orphans for f in o.files]
+    if files:
+        send_plan(partial_request(files, []))
+    dropped = sweep.drop(orphans)
+    log.warning(
+        "%d claim(s) had lost their message (Redis restarted?): %d file(s) planned again",
+        dropped,
+        len(files),
+    )
+    return dropped
 
 
 def register_catalogs(settings: Settings, roots: Sequence[str]) -> None:
@@ -196,10 +343,7 @@ def broker_status(settings: Settings, timeout: float = 1.0) -> dict[str, Any]:
     client = redis_client(settings.broker_url, timeout=timeout)
     keys = Keys(settings.collection)
     try:
-        depths = {}
-        for q in QUEUES:
-            names = [q] + [f"{q}{_PRIORITY_SEP}{p}" for p in (3, 6, 9)]
-            depths[q] = sum(int(client.llen(n)) for n in names)
+        depths = {q: sum(int(client.llen(n)) for n in queue_lists(q)) for q in QUEUES}
         claimed = sum(int(client.hlen(k)) for k in client.scan_iter(keys.claims("*")))
         stats = {k: int(v) for k, v in client.hgetall(keys.stats).items()}
         return {
@@ -207,7 +351,7 @@ def broker_status(settings: Settings, timeout: float = 1.0) -> dict[str, Any]:
             "reachable": True,
             "queues": depths,
             # delivered to a worker and not acknowledged yet (kombu's `unacked` hash)
-            "in_flight": int(client.hlen("unacked")),
+            "in_flight": int(client.hlen(_UNACKED)),
             "files_queued": claimed,
             "done": stats.get("indexed", 0),
             "failed": stats.get("failed", 0),
@@ -272,7 +416,7 @@ class StoreStage:
         return self._session.store, self._session.failures
 
     def claims(self, target: str) -> Claims:
-        return Claims(self.client, self.keys.claims(target), self.settings.claim_ttl)
+        return Claims(self.client, self.keys, target, self.settings.claim_ttl)
 
     def plan(self, request: dict[str, Any], token: str) -> PlanResult:
         store, failures = self.open()
@@ -295,7 +439,7 @@ class StoreStage:
         claims = self.claims(target)
         jobs, deferred = [], []
         for digest, group in plan.embed.items():
-            if claims.take(digest, token):
+            if claims.take(digest, token, group):
                 replaces = {f.path: plan.replaces[f.path] for f in group if f.path in plan.replaces}
                 jobs.append(EmbedJob(digest, group, replaces))
             else:

@@ -78,8 +78,11 @@ class Settings(BaseSettings):
     retry_max: int = Field(10, ge=0)  # retries of a transiently failing task before it gives up
     retry_backoff_max: float = Field(300.0, gt=0)  # seconds: cap of the exponential backoff
     # seconds a queued file stays claimed (no second embed of it); a claim whose message was
-    # lost (a Redis without persistence restarted) stops blocking re-queueing after this
+    # lost stops blocking re-queueing after this, if the sweep below has not released it
     claim_ttl: float = Field(86400.0, gt=0)
+    # seconds between a store worker's sweeps for claims whose message was lost; one found
+    # idle on two sweeps in a row is released and its files planned again
+    claim_sweep_interval: float = Field(30.0, gt=0)
     watch_interval: float = Field(2.0, gt=0)  # seconds between `indexer watch` polls
     # seconds a new or changed file's size and mtime must stay the same before it is queued
     watch_settle: float = Field(2.0, ge=0)

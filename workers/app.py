@@ -7,14 +7,25 @@ import: `indexer worker` / `indexer beat` build the settings and call `configure
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.schedules import crontab, schedule
 from kombu.entity import Queue
 
-from indexer.distributed import EMBED, QUEUES, SCAN, STORE
+from indexer.distributed import (
+    EMBED,
+    QUEUES,
+    SCAN,
+    STORE,
+    OrphanSweep,
+    redis_client,
+    replan_orphans,
+)
 from indexer.settings import Settings
+
+log = logging.getLogger(__name__)
 
 app = Celery("collap-indexer", include=["workers.tasks"])
 
@@ -90,6 +101,46 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             }
         },
     }
+
+
+class ClaimSweep(bootsteps.StartStopStep):
+    """In a worker that takes the store queue: every `claim_sweep_interval` seconds, plan again
+    the files of claims whose message was lost (indexer.distributed.OrphanSweep)."""
+
+    requires = ("celery.worker.components:Timer",)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.tref: Any = None
+        self.sweep: OrphanSweep | None = None
+
+    def start(self, worker: Any) -> None:
+        if STORE not in worker.app.amqp.queues.consume_from:
+            return
+        settings = Settings()
+        # a short timeout: the sweep runs in the worker's event loop
+        self.sweep = OrphanSweep(settings, redis_client(settings.broker_url, timeout=2.0))
+        self.tref = worker.timer.call_repeatedly(settings.claim_sweep_interval, self.tick)
+
+    def tick(self) -> None:
+        assert self.sweep is not None
+        try:
+            replan_orphans(self.sweep, self._send_plan)
+        except Exception as err:  # the broker is away: the next sweep tries again
+            log.warning("claim sweep: %s", err)
+
+    @staticmethod
+    def _send_plan(request: dict[str, Any]) -> None:
+        # no publish retries: they would hold the event loop; the claims wait for the next sweep
+        app.send_task("workers.tasks.plan", args=[request], retry=False)
+
+    def stop(self, worker: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+
+app.steps["worker"].add(ClaimSweep)
 
 
 def configure(settings: Settings) -> Celery:

@@ -151,7 +151,9 @@ def plan(self: Task, request: dict[str, Any]) -> dict[str, Any]:
             _publish(embed, [result.target, result.fingerprint, jobs])
         if result.deferred:
             later = distributed.partial_request(result.deferred, [])
-            _publish(plan, [later], countdown=DEFER_SECONDS)
+            # marked: a deferred plan carries no claim, so it keeps none alive (OrphanSweep)
+            headers = {distributed.DEFERRED_HEADER: True}
+            _publish(plan, [later], countdown=DEFER_SECONDS, headers=headers)
     except TRANSIENT as exc:
         raise _retry(self, exc) from exc
     queued = sum(len(b) for b in result.batches)

@@ -85,6 +85,7 @@ class Cluster:
             "INDEXER_RETRY_BACKOFF_MAX": "2",
             "INDEXER_WATCH_INTERVAL": "0.5",
             "INDEXER_WATCH_SETTLE": "1",
+            "INDEXER_CLAIM_SWEEP_INTERVAL": "1",
         }
         self.settings = Settings(
             data_dir=root / "data",

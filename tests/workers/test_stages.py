@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from kombu import Connection, Producer, Queue
 
 from collap_model import load_model
 from indexer import distributed, service
 from indexer.pipeline import ModelHandle
+from indexer.scan import CatalogFile
 from indexer.settings import Settings
 from indexer.store.base import collection_name
 from tests.indexer.fixtures import write_audio
@@ -35,16 +37,64 @@ def settings_for(tmp_path: Path, redis: RedisServer) -> Settings:
 def test_claims_dedupe_and_expire(private_redis: RedisServer, tmp_path: Path) -> None:
     settings = settings_for(tmp_path, private_redis)
     client = distributed.redis_client(settings.broker_url)
-    claims = distributed.Claims(client, "test:claims", ttl=0.5)
-    assert claims.take("abc", "plan-1")
-    assert claims.take("abc", "plan-1")  # a redelivered plan takes its own claim again
-    assert not claims.take("abc", "plan-2")  # another plan finds it queued
+    keys = distributed.Keys("claims-test")
+    claims = distributed.Claims(client, keys, "c", ttl=0.5)
+    song = CatalogFile("/music/a.flac", "/music", 10, 1)
+    assert claims.take("abc", "plan-1", [song])
+    assert claims.take("abc", "plan-1", [song])  # a redelivered plan takes its own claim again
+    assert not claims.take("abc", "plan-2", [song])  # another plan finds it queued
     assert claims.live() == 1
     time.sleep(0.6)
     assert claims.live() == 0  # its message was lost: the claim no longer blocks
-    assert claims.take("abc", "plan-2")
+    assert claims.take("abc", "plan-2", [song])
+    record = client.hget(keys.claimed_files("c"), "abc")
+    assert [distributed.file_of(f) for f in json.loads(str(record))] == [song]
     claims.release(["abc"])
-    assert claims.live() == 0 and client.hlen("test:claims") == 0
+    assert claims.live() == 0 and client.hlen(keys.claims("c")) == 0
+    assert client.hlen(keys.claimed_files("c")) == 0
+
+
+def test_sweep_finds_claims_no_message_carries(private_redis: RedisServer, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, private_redis).model_copy(update={"collection": "sweep"})
+    client = distributed.redis_client(settings.broker_url)
+    keys = distributed.Keys(settings.collection)
+    claims = distributed.Claims(client, keys, "sweep-c1", ttl=3600)
+    song = CatalogFile("/music/lost.flac", "/music", 10, 1)
+    assert claims.take("lost", "plan-1", [song])
+    sweep = distributed.OrphanSweep(settings, client)
+    assert sweep.orphans() == []  # seen once: it may be a message between two places
+    (orphan,) = sweep.orphans()
+    assert (orphan.collection, orphan.digest, orphan.files) == ("sweep-c1", "lost", [song])
+
+    with Connection(settings.broker_url) as conn:
+        channel = conn.channel()
+        queue = Queue(distributed.STORE, routing_key=distributed.STORE)
+        producer = Producer(channel)
+        # a queued message: it may carry the claim, so nothing is orphaned, and the count of
+        # sightings starts again
+        producer.publish({"plan": 1}, routing_key=distributed.STORE, declare=[queue])
+        assert sweep.orphans() == []
+        taken = channel.basic_get(distributed.STORE, no_ack=False)  # now in `unacked`
+        assert taken is not None and sweep.orphans() == []
+        taken.ack()
+        # a deferred plan waiting for its countdown carries no claim: it keeps none alive
+        headers = {distributed.DEFERRED_HEADER: True}
+        producer.publish({"plan": 2}, routing_key=distributed.STORE, headers=headers)
+        deferred = channel.basic_get(distributed.STORE, no_ack=False)
+        assert deferred is not None
+        assert sweep.orphans() == []  # first sighting since the queue emptied
+        assert [o.digest for o in sweep.orphans()] == ["lost"]
+        deferred.ack()
+
+    assert claims.take(
+        "lost", "plan-1", [song]
+    )  # taken again meanwhile (a newer time): not as seen
+    assert sweep.drop([orphan]) == 0 and claims.live() == 1
+    sent: list[dict] = []  # type: ignore[type-arg]
+    assert distributed.replan_orphans(sweep, sent.append) == 0  # seen once since
+    assert distributed.replan_orphans(sweep, sent.append) == 1
+    assert sent == [distributed.partial_request([song], [])]
+    assert claims.live() == 0 and client.hlen(keys.claimed_files("sweep-c1")) == 0
 
 
 def test_new_model_builds_beside_the_old_and_switches_when_complete(
@@ -105,7 +155,7 @@ def test_content_queued_by_another_plan_is_deferred_then_joins_without_embedding
         assert sorted(record["paths"]) == sorted([str(a), str(b)])
         # a claim left by a plan that had to run again is released once its content is written
         claims = stage.claims(first.target)
-        assert claims.take(job.digest, "plan-that-ran-again") and claims.live() == 1
+        assert claims.take(job.digest, "plan-that-ran-again", job.files) and claims.live() == 1
         stage.finalize(first.target)
         assert claims.live() == 0
     finally:

@@ -15,7 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+from indexer import distributed
 from indexer.failures import FailureLog
+from indexer.pipeline import ModelHandle
+from indexer.scan import content_hash
+from indexer.store.base import collection_name
 from tests.indexer.fixtures import corrupt_files, write_audio
 from tests.workers.conftest import REPO, Cluster
 
@@ -161,6 +165,28 @@ def test_redis_restart_mid_run_loses_nothing(cluster: Cluster) -> None:
     cluster.redis.restart()
     cluster.wait_idle(timeout=90)
     assert_exactly_once(cluster, folder, files)
+
+
+def test_a_claim_whose_message_was_lost_is_planned_again(cluster: Cluster) -> None:
+    # what a Redis restart can leave (kombu takes a message and records it as taken in two
+    # steps): a file claimed by a plan whose embed message is gone
+    folder = cluster.root / "music" / "orphan"
+    files = make_catalog(folder, 2, seed=800)
+    lost, *_ = (
+        distributed.file_of(f)
+        for f in distributed.scan_request(cluster.settings, [folder])["files"]
+        if f["path"] == str(files[0])
+    )
+    target = collection_name(cluster.settings.collection, ModelHandle(cluster.settings).fingerprint)
+    client = distributed.redis_client(cluster.settings.broker_url)
+    claims = distributed.Claims(client, distributed.Keys(cluster.settings.collection), target, 3600)
+    assert claims.take(content_hash(lost.path), "a-plan-whose-message-was-lost", [lost])
+    # queued again by hand: that plan defers the claimed file, every few seconds, and the
+    # sweep must still find the claim carried by no message
+    assert cli(cluster, "queue", str(folder)).returncode == 0
+    cluster.wait_idle(timeout=90)
+    assert_exactly_once(cluster, folder, files)
+    assert "1 claim(s) had lost their message" in (cluster.root / "store.log").read_text()
 
 
 def test_sigkill_of_an_embed_worker_mid_run_loses_nothing(cluster: Cluster) -> None:
