@@ -25,6 +25,7 @@ BENCHMARKS = {
     "retrieval": "benchmarks.retrieval",
     "query": "benchmarks.query",
     "workers": "benchmarks.workers",
+    "ceiling": "benchmarks.ceiling",
 }
 OUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = """# Benchmarks
