@@ -48,8 +48,11 @@ def _print_status(info: dict[str, Any]) -> None:
         p = info.get("progress") or {}
         sys.stdout.write(f"{info['owner']}\n")
         if p:
+            # every file is embedded and written; the run indexes the collection before it ends
+            finishing = ", optimizing the collection" if p.get("state") == "optimizing" else ""
             sys.stdout.write(
-                f"progress: {p.get('files_done', 0)}/{p.get('files_total', 0)} files embedded\n"
+                f"progress: {p.get('files_done', 0)}/{p.get('files_total', 0)} files embedded"
+                f"{finishing}\n"
             )
         sys.stdout.write(f"failures: {info['failures']}\nstore: {info['store']}\n")
         return

@@ -254,7 +254,9 @@ def test_status_while_another_process_owns_the_store(tmp_path: Path, settings: S
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time; from pathlib import Path; from indexer.lock import DataDirLock;"
-         "DataDirLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(60)",
+         "from indexer.lock import write_json; d = Path(sys.argv[1]); DataDirLock(d).acquire();"
+         "write_json(d / 'status.json', {'state': 'optimizing', 'files_done': 20,"
+         " 'files_total': 20}); print('held', flush=True); time.sleep(60)",
          str(settings.data_dir)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -263,6 +265,10 @@ def test_status_while_another_process_owns_the_store(tmp_path: Path, settings: S
         assert DataDirLock(settings.data_dir).is_held_elsewhere()
         info = service.status(settings)
         assert info["live"] is True and str(holder.pid) in info["owner"]
+        assert info["progress"]["state"] == "optimizing"
+        shown = cli("status", env={"INDEXER_DATA_DIR": str(settings.data_dir)})
+        assert shown.returncode == 0, shown.stderr
+        assert "progress: 20/20 files embedded, optimizing the collection" in shown.stdout
     finally:
         holder.kill()
         holder.wait()
