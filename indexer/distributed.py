@@ -89,11 +89,11 @@ return 1
 # A header on deferred plan messages: they carry no claim, so they do not keep a claim alive
 DEFERRED_HEADER = "collap_deferred"
 
-# idle_claims(unacked, the queues' lists..., claim hashes...; number of lists): every claim as
-# (hash, content hash, value) triples when no message is queued and every message taken and not
-# acknowledged is a deferred plan; nil otherwise. Atomic, so no message moves between the checks.
-_IDLE_CLAIMS = (
-    """
+# idle_claims(unacked, the queues' lists..., claim hashes...; number of lists, the deferred
+# header): every claim as (hash, content hash, value) triples when no message is queued and every
+# message taken and not acknowledged is a deferred plan; nil otherwise. Atomic, so no message
+# moves between the checks.
+_IDLE_CLAIMS = """
 local lists = tonumber(ARGV[1])
 for i = 2, lists + 1 do
   if redis.call('LLEN', KEYS[i]) > 0 then return nil end
@@ -102,9 +102,7 @@ for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
   local ok, entry = pcall(cjson.decode, v)
   if not ok or type(entry) ~= 'table' or type(entry[1]) ~= 'table' then return nil end
   local headers = entry[1]['headers']
-  if type(headers) ~= 'table' or not headers['"""
-    + DEFERRED_HEADER
-    + """'] then return nil end
+  if type(headers) ~= 'table' or not headers[ARGV[2]] then return nil end
 end
 local out = {}
 for i = lists + 2, #KEYS do
@@ -117,7 +115,6 @@ for i = lists + 2, #KEYS do
 end
 return out
 """
-)
 
 # drop(claims hash, files hash; content hash, value): the claim, only if it still holds `value`
 _DROP_IF_SAME = """
@@ -271,7 +268,7 @@ class OrphanSweep:
     def orphans(self) -> list[Orphan]:
         lists = [n for q in QUEUES for n in queue_lists(q)]
         hashes = sorted(str(k) for k in self.client.scan_iter(self.keys.claims("*")))
-        snap = self._idle(keys=[_UNACKED, *lists, *hashes], args=[len(lists)])
+        snap = self._idle(keys=[_UNACKED, *lists, *hashes], args=[len(lists), DEFERRED_HEADER])
         if snap is None:  # busy: whatever is claimed may be on its way
             self._seen = set()
             return []
