@@ -16,7 +16,6 @@ each one not given is generated into benchmarks/.cache (the training set takes ~
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -30,20 +29,8 @@ TRAIN_MAX_SECONDS = 150.0
 TRAIN_QUERIES = 10
 
 
-def _data(env: str, name: str, **synth: Any) -> Path:
-    given = os.environ.get(env)
-    if given:
-        return Path(given)
-    out = retrieval.CACHE / name
-    if not (out / "manifest.jsonl").exists():
-        from collap_model.synth.dataset import generate_dataset
-
-        generate_dataset(out, soundfont=retrieval.SOUNDFONT, **synth)
-    return out
-
-
 def datasets() -> tuple[Path, Path, Path]:
-    train = _data(
+    train = retrieval.synth_set(
         "COLLAP_TRAIN_DATA",
         "train",
         songs=TRAIN_SONGS,
@@ -52,7 +39,7 @@ def datasets() -> tuple[Path, Path, Path]:
         queries=TRAIN_QUERIES,
     )
     heldout = retrieval.dataset()
-    trainwords = _data(
+    trainwords = retrieval.synth_set(
         "COLLAP_EVAL_TRAINWORDS_DATA",
         "eval-trainwords",
         songs=retrieval.SONGS,
@@ -124,18 +111,17 @@ def train_oracle(manifest: Path, cache: Path) -> tuple[Any, list[str], float]:
     return model, labels, time.monotonic() - began
 
 
-def score_oracle(model: Any, labels: list[str], manifest: Path, cache: Path) -> dict[str, Any]:
-    """Queries and captions, text->audio, of the oracle on a set (its clips as the recipe cuts
-    them, their attributes in the training set's label order)."""
-    from collap_model.config import load_preset
-    from collap_model.model import CoLLAP
+def score_oracle(
+    model: Any, labels: list[str], clipping: Any, manifest: Path, cache: Path
+) -> dict[str, Any]:
+    """Queries and captions, text->audio, of the oracle on a set: its clips as `clipping` (a
+    real model of the same front end) cuts them, their attributes in the training label order."""
     from collap_model.synth.dataset import read_manifest
     from collap_model.training.attributes import clip_attributes
     from collap_model.training.cache import audio_cache, text_cache
     from collap_model.training.evaluate import both_ways, collect_texts, embed_songs, fusion_scores
 
     entries = read_manifest(manifest)
-    clipping = CoLLAP(load_preset(model.config.name))  # the real front end cuts the clips
     audio = audio_cache(clipping, [e.audio_path for e in entries], cache, None)
     attrs = clip_attributes(entries, np.asarray(audio.times), np.asarray(audio.offsets))
     column = {name: k for k, name in enumerate(labels)}
@@ -165,7 +151,8 @@ def run() -> str:
     for words, data in (("held-out", heldout), ("training", trainwords)):
         cache = data / ".collap-cache"
         real = evaluate(shipped, data / "manifest.jsonl", cache)["fusion"]
-        oracle = score_oracle(model, labels, data / "manifest.jsonl", cache)
+        # the shipped model cuts the clips: its front end's cache was just built by evaluate
+        oracle = score_oracle(model, labels, shipped, data / "manifest.jsonl", cache)
         for kind in ("queries", "captions"):
             scored[words, kind, "shipped model"] = real[kind]["text_to_audio"]
             scored[words, kind, "oracle"] = oracle[kind]

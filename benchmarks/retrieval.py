@@ -17,16 +17,23 @@ SOUNDFONT = "/usr/share/sounds/sf2/TimGM6mb.sf2"
 CACHE = Path(__file__).resolve().parent / ".cache"
 
 
-def dataset() -> Path:
-    given = os.environ.get("COLLAP_EVAL_DATA")
+def synth_set(env: str, name: str, **synth: Any) -> Path:
+    """The folder $env names, else `collap synth` output generated once into CACHE/name."""
+    given = os.environ.get(env)
     if given:
         return Path(given)
-    out = CACHE / "eval-heldout"
+    out = CACHE / name
     if not (out / "manifest.jsonl").exists():
         from collap_model.synth.dataset import generate_dataset
 
-        generate_dataset(out, SONGS, seed=SEED, soundfont=SOUNDFONT, phrasings="heldout")
+        generate_dataset(out, soundfont=SOUNDFONT, **synth)
     return out
+
+
+def dataset() -> Path:
+    return synth_set(
+        "COLLAP_EVAL_DATA", "eval-heldout", songs=SONGS, seed=SEED, phrasings="heldout"
+    )
 
 
 def table(result: dict[str, Any]) -> str:
