@@ -73,6 +73,16 @@ class Segment:
     similarity: float  # how well the segment's clips match (cosine scale)
 
 
+@dataclass(frozen=True)
+class ClipMatch:
+    """One clip's part in a hit: what the page shades along the track's timeline."""
+
+    start: float  # seconds
+    end: float
+    weight: float  # its share of the track's match weight (0..1; the clips' weights sum to 1)
+    similarity: float  # how well this clip matches (cosine scale)
+
+
 @dataclass
 class Hit:
     id: str
@@ -86,6 +96,9 @@ class Hit:
     duration: float | None
     segments: list[Segment] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    # every clip's weight and similarity in time order; only when asked for (explain): a long
+    # file has over a thousand clips, which most callers never read
+    clips: list[ClipMatch] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,6 +204,16 @@ def segments_from_weights(
     return out[:MAX_SEGMENTS]
 
 
+def clip_matches(times: np.ndarray, weights: np.ndarray, scores: np.ndarray) -> list[ClipMatch]:
+    """Clip times (N, 2), weights (N,), clip scores (N,) -> one ClipMatch per clip."""
+    return [
+        ClipMatch(
+            round(float(t[0]), 2), round(float(t[1]), 2), round(float(w), 4), round(float(c), 4)
+        )
+        for t, w, c in zip(times, weights, scores, strict=True)
+    ]
+
+
 def public_payload(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in payload.items() if k not in HIDDEN_PAYLOAD}
 
@@ -239,8 +262,15 @@ class Searcher:
         return {"id": found[0].id, **public_payload(found[0].payload)}
 
     # ---- text search --------------------------------------------------------------------------
-    def search(self, text: str, limit: int = 10, where: TrackFilter | None = None) -> list[Hit]:
-        """Free text -> the `limit` best tracks by fusion score, with segments."""
+    def search(
+        self,
+        text: str,
+        limit: int = 10,
+        where: TrackFilter | None = None,
+        explain: bool = False,
+    ) -> list[Hit]:
+        """Free text -> the `limit` best tracks by fusion score, with segments (and, with
+        `explain`, every clip's weight and similarity)."""
         from collap_model.outputs import ClipBatch
 
         text = text.strip()
@@ -271,15 +301,23 @@ class Searcher:
         hits = []
         for i in np.argsort(-scores, kind="stable").tolist():
             n = clips[i].shape[0]
-            segs = segments_from_weights(times[i], weights[i, :n], clip_scores[i, :n])
-            hits.append(_hit(found[i], float(scores[i]), segs))
+            w, c = weights[i, :n], clip_scores[i, :n]
+            clip_parts = clip_matches(times[i], w, c) if explain else None
+            hits.append(
+                _hit(found[i], float(scores[i]), segments_from_weights(times[i], w, c), clip_parts)
+            )
         return hits
 
     # ---- similar tracks -------------------------------------------------------------------------
     def similar(
-        self, track_id: str, limit: int = 10, where: TrackFilter | None = None
+        self,
+        track_id: str,
+        limit: int = 10,
+        where: TrackFilter | None = None,
+        explain: bool = False,
     ) -> list[Hit]:
-        """Tracks most like an indexed one (itself excluded)."""
+        """Tracks most like an indexed one (itself excluded); `explain` as for search, with
+        each clip's best match in the query track as its similarity."""
         _check_limit(limit)
         target = self.collection()
         with self._lock:
@@ -289,7 +327,8 @@ class Searcher:
         track = found[0]
         clips, times = self._own_clips(track)
         assert track.song is not None
-        return self._similar(target, np.asarray(track.song), clips, times, limit, where, track.id)
+        song = np.asarray(track.song)
+        return self._similar(target, song, clips, times, limit, where, track.id, explain)
 
     def similar_to_file(
         self, path: str | Path, limit: int = 10, where: TrackFilter | None = None
@@ -333,6 +372,7 @@ class Searcher:
         limit: int,
         where: TrackFilter | None,
         exclude: str | None = None,
+        explain: bool = False,
     ) -> list[Hit]:
         k = max(self.candidates, limit) + (1 if exclude else 0)
         with self._lock:
@@ -349,10 +389,12 @@ class Searcher:
             best_for_query, best_in_other = sim.max(axis=1), sim.max(axis=0)
             score = 0.5 * (float(best_for_query.mean()) + float(best_in_other.mean()))
             w = np.exp((best_in_other - best_in_other.max()) / SIMILAR_TEMPERATURE)
-            segs = segments_from_weights(other_times, w / w.sum(), best_in_other)
-            ranked.append((score, cand, segs))
+            w /= w.sum()
+            segs = segments_from_weights(other_times, w, best_in_other)
+            clip_parts = clip_matches(other_times, w, best_in_other) if explain else None
+            ranked.append((score, cand, segs, clip_parts))
         ranked.sort(key=lambda r: -r[0])
-        return [_hit(cand, score, segs) for score, cand, segs in ranked[:limit]]
+        return [_hit(cand, score, segs, parts) for score, cand, segs, parts in ranked[:limit]]
 
     # ---- clips ----------------------------------------------------------------------------------
     def _clips_of(
@@ -383,7 +425,9 @@ class Searcher:
         )
 
 
-def _hit(cand: Candidate, score: float, segments: list[Segment]) -> Hit:
+def _hit(
+    cand: Candidate, score: float, segments: list[Segment], clips: list[ClipMatch] | None = None
+) -> Hit:
     p = cand.payload
     return Hit(
         id=cand.id,
@@ -397,6 +441,7 @@ def _hit(cand: Candidate, score: float, segments: list[Segment]) -> Hit:
         duration=p.get("duration"),
         segments=segments,
         files=[f["path"] for f in p.get("files", [])],
+        clips=clips,
     )
 
 

@@ -174,7 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Free text -> tracks ranked by CoLLAP fusion, with the matching segments."""
         began = time.perf_counter()
         where = body.filters.to_filter() if body.filters else None  # type: ignore[attr-defined]
-        hits = s.search(body.query, body.limit, where)  # type: ignore[attr-defined]
+        hits = s.search(body.query, body.limit, where, body.explain)  # type: ignore[attr-defined]
         return {"hits": [h.as_dict() for h in hits], "took_ms": _ms(began)}
 
     @app.post("/similar", response_model=Hits, responses=ERRORS, dependencies=guarded)
@@ -182,7 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Tracks most like an indexed track (by id; the API never reads a path it is given)."""
         began = time.perf_counter()
         where = body.filters.to_filter() if body.filters else None  # type: ignore[attr-defined]
-        hits = s.similar(str(body.id), body.limit, where)  # type: ignore[attr-defined]
+        hits = s.similar(str(body.id), body.limit, where, body.explain)  # type: ignore[attr-defined]
         return {"hits": [h.as_dict() for h in hits], "took_ms": _ms(began)}
 
     @app.get(

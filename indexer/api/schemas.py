@@ -15,6 +15,7 @@ from indexer.settings import Settings
 from indexer.store.base import TrackFilter
 
 Tag = Annotated[str, Field(min_length=1, max_length=512)]
+EXPLAIN = "each hit also lists every clip's weight and similarity (`clips`), in time order"
 
 
 class Filters(BaseModel):
@@ -68,6 +69,7 @@ def request_models(settings: Settings) -> RequestModels:
         )
         limit: int = Field(10, ge=1, le=settings.max_limit, description="hits to return")
         filters: Filters | None = None
+        explain: bool = Field(False, description=EXPLAIN)
 
     class SimilarRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -75,6 +77,7 @@ def request_models(settings: Settings) -> RequestModels:
         id: UUID = Field(description="an indexed track id")
         limit: int = Field(10, ge=1, le=settings.max_limit, description="hits to return")
         filters: Filters | None = None
+        explain: bool = Field(False, description=EXPLAIN)
 
     return RequestModels(SearchRequest, SimilarRequest)
 
@@ -84,6 +87,13 @@ class SegmentOut(BaseModel):
     end: float = Field(description="seconds")
     score: float = Field(description="share of the track's match weight in this segment (0..1)")
     similarity: float = Field(description="how well the segment matches (cosine scale)")
+
+
+class ClipOut(BaseModel):
+    start: float = Field(description="seconds")
+    end: float = Field(description="seconds")
+    weight: float = Field(description="share of the track's match weight on this clip (0..1)")
+    similarity: float = Field(description="how well the clip matches (cosine scale)")
 
 
 class HitOut(BaseModel):
@@ -100,6 +110,7 @@ class HitOut(BaseModel):
     duration: float | None
     segments: list[SegmentOut]
     files: list[str]
+    clips: list[ClipOut] | None = Field(None, description="with `explain` only")
 
 
 class Hits(BaseModel):

@@ -70,6 +70,28 @@ def test_hits_carry_score_parts_and_segments(searcher: Searcher) -> None:
             assert 0.0 <= s.start < s.end <= h.duration + 10.0
 
 
+def test_explain_gives_every_clip_its_weight_and_similarity(
+    searcher: Searcher, search_catalog: SearchCatalog
+) -> None:
+    text = "soft piano opening, then drums and strings"
+    plain = searcher.search(text, limit=4)
+    explained = searcher.search(text, limit=4, explain=True)
+    assert [h.id for h in explained] == [h.id for h in plain]
+    assert all(h.clips is None for h in plain)
+    similar = searcher.similar(search_catalog.ids["song3"], limit=2, explain=True)
+    for h in [*explained, *similar]:
+        assert h.clips is not None
+        track = searcher.track(h.id)
+        times = [[c.start, c.end] for c in h.clips]
+        assert np.allclose(times, track["clip_times"], atol=0.006)  # to the 1/100 s
+        assert sum(c.weight for c in h.clips) == pytest.approx(1.0, abs=1e-3)
+        heaviest = max(h.clips, key=lambda c: c.weight)
+        assert any(s.start <= heaviest.start and heaviest.end <= s.end for s in h.segments)
+        for s in h.segments:  # a segment's share is the weight of the clips it spans
+            inside = [c.weight for c in h.clips if s.start <= c.start and c.end <= s.end]
+            assert s.score == pytest.approx(sum(inside), abs=1e-3)
+
+
 def test_the_first_stage_scores_fusion_exactly_and_hits_come_in_fusion_order(
     searcher: Searcher,
 ) -> None:
