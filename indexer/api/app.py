@@ -29,7 +29,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from indexer.api import audio
+from indexer.api import audio, page
 from indexer.api.schemas import Health, Hits, Problem, Track, request_models
 from indexer.search import EMPTY, IndexUnavailable, QueryError, Searcher, TrackNotFound
 from indexer.settings import Settings
@@ -229,6 +229,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(audio.router(key, searcher))
+    app.include_router(page.router())
 
     return app
 
