@@ -18,7 +18,7 @@ def _settings() -> Any:
 
 def _cmd_index(args: argparse.Namespace) -> int:
     from indexer import service
-    from indexer.progress import TerminalProgress
+    from indexer.terminal import TerminalProgress
 
     settings = _settings()
     progress = TerminalProgress() if sys.stderr.isatty() and not args.json else None
@@ -162,31 +162,12 @@ def _cmd_similar(args: argparse.Namespace) -> int:
 
 
 def _print_hits(hits: list[dict[str, Any]], as_json: bool) -> None:
-    from pathlib import Path
-
     if as_json:
         sys.stdout.write(json.dumps(hits) + "\n")
         return
-    if not hits:
-        sys.stdout.write("no matching tracks\n")
-        return
-    rows = [("#", "score", "track", "length", "best part", "path")]
-    for rank, h in enumerate(hits, 1):
-        title = h.get("title") or Path(h["path"]).stem
-        name = f"{h['artist']} - {title}" if h.get("artist") else title
-        seg = h["segments"][0] if h.get("segments") else None
-        best = f"{_clock(seg['start'])}-{_clock(seg['end'])}" if seg else ""
-        length = _clock(h["duration"]) if h.get("duration") is not None else ""
-        rows.append((str(rank), f"{h['score']:.3f}", name[:48], length, best, h["path"]))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for r in rows:
-        cells = [r[i].ljust(widths[i]) for i in range(5)]
-        sys.stdout.write("  ".join([*cells, r[5]]).rstrip() + "\n")
+    from indexer.terminal import print_hits
 
-
-def _clock(seconds: float) -> str:
-    whole = round(seconds)
-    return f"{whole // 60}:{whole % 60:02d}"
+    print_hits(hits)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -1,0 +1,169 @@
+"""What the CLI shows a person, through rich: the hits table of `query`/`similar` and the
+progress of `indexer index`.
+
+On a terminal: styled, sized to the window. Anywhere else (a pipe, a file): plain text with no
+escape codes, one line per row however long, without trailing blanks, so scripts can read it.
+Text from the catalog (tags, paths) is shown with its control characters escaped, so a title
+cannot move the cursor or retitle the terminal, and is never read as rich markup.
+
+rich is imported by the commands that print, not by `indexer --help`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+# bidirectional overrides and isolates: they reorder what the terminal shows ("Trojan Source")
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# plain output is never wrapped: a row is one line, however long its path
+_PLAIN_WIDTH = 1_000_000
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (C0, DEL, C1) and bidi overrides written as escapes."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if unicodedata.category(ch) == "Cc" or ch in _BIDI:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def console(file: TextIO | None = None) -> Console:
+    """A console on `file` (stdout): styled on a terminal, plain text elsewhere."""
+    file = file or sys.stdout
+    probe = Console(file=file)
+    if probe.is_terminal:
+        return Console(file=file, highlight=False, markup=False, emoji=False)
+    return Console(
+        file=file,
+        width=_PLAIN_WIDTH,
+        no_color=True,
+        highlight=False,
+        markup=False,
+        emoji=False,
+    )
+
+
+def show(out: Console, renderable: Any) -> None:
+    """Print, trimming the blanks rich pads plain rows with."""
+    if out.is_terminal:
+        out.print(renderable)
+        return
+    with out.capture() as captured:
+        out.print(renderable)
+    lines = captured.get().splitlines()
+    out.file.write("".join(line.rstrip() + "\n" for line in lines))
+    out.file.flush()
+
+
+def clock(seconds: float) -> str:
+    whole = round(seconds)
+    minutes, secs = divmod(whole, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def hits_table(hits: Sequence[dict[str, Any]], styled: bool) -> Table:
+    """Search, similar or recommended tracks: rank, score, name, length, best part, path."""
+    table = Table(
+        box=None,
+        pad_edge=False,
+        show_edge=False,
+        header_style="bold" if styled else "",
+    )
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True, style="cyan" if styled else "")
+    table.add_column("track", max_width=48, no_wrap=True, overflow="ellipsis")
+    table.add_column("length", justify="right", no_wrap=True)
+    table.add_column("best part", no_wrap=True)
+    table.add_column("path", overflow="fold", style="dim" if styled else "")
+    for rank, h in enumerate(hits, 1):
+        title = h.get("title") or Path(h["path"]).stem
+        name = f"{h['artist']} - {title}" if h.get("artist") else title
+        seg = h["segments"][0] if h.get("segments") else None
+        best = f"{clock(seg['start'])}-{clock(seg['end'])}" if seg else ""
+        length = clock(h["duration"]) if h.get("duration") is not None else ""
+        table.add_row(
+            str(rank),
+            f"{h['score']:.3f}",
+            Text(printable(name)),
+            length,
+            best,
+            Text(printable(str(h["path"]))),
+        )
+    return table
+
+
+def print_hits(hits: Sequence[dict[str, Any]], file: TextIO | None = None) -> None:
+    out = console(file)
+    if not hits:
+        out.file.write("no matching tracks\n")
+        return
+    show(out, hits_table(hits, styled=out.is_terminal))
+
+
+class TerminalProgress:
+    """`indexer index` progress on a terminal (stderr): a bar with files, hours of audio,
+    speed against real time and the time left."""
+
+    def __init__(self, file: TextIO | None = None) -> None:
+        self.console = Console(file=file or sys.stderr, highlight=False, markup=False)
+        self.progress = Progress(
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("files"),
+            TextColumn("{task.fields[audio]}"),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            refresh_per_second=4,
+        )
+        self.task: TaskID | None = None
+        self.began = time.monotonic()
+
+    def start(self, files: int) -> None:
+        self.began = time.monotonic()
+        if not files:
+            return
+        self.console.print(f"embedding {files} files")
+        self.progress.start()
+        self.task = self.progress.add_task("embed", total=files, audio="", rate="")
+
+    def update(self, files_done: int, audio_seconds: float) -> None:
+        if self.task is None:
+            return
+        rate = audio_seconds / max(time.monotonic() - self.began, 1e-6)
+        self.progress.update(
+            self.task,
+            completed=files_done,
+            audio=f"{audio_seconds / 3600:.2f} h audio",
+            rate=f"{rate:.0f}x realtime",
+        )
+
+    def finish(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
+            self.task = None
