@@ -35,6 +35,7 @@ const nowPlaying = $("now-playing");
 
 let apiKey = sessionStorage.getItem(KEY) || localStorage.getItem(KEY) || "";
 let sessionReady = null; // the POST /session in flight or done: Promise<boolean>
+let asking = null; // the key dialog, while it is open: Promise<boolean>
 let current = null; // AbortController of the request whose results are wanted
 const shown = new Map(); // track id -> hit, for the player's title
 
@@ -142,20 +143,23 @@ function askKey(message) {
 
 class Refused extends Error {}
 
-// Makes sure the server takes our key (asking for one if not)
+// Makes sure the server takes our key (asking for one if not; one dialog for all callers)
 async function authorised() {
   if (await session()) return;
-  const stored = apiKey;
-  if (stored) {
-    sessionStorage.removeItem(KEY);
-    localStorage.removeItem(KEY);
+  if (!asking) {
+    const stored = apiKey;
+    if (stored) {
+      sessionStorage.removeItem(KEY);
+      localStorage.removeItem(KEY);
+    }
+    asking = askKey(stored ? "The stored key no longer works." : "").finally(() => {
+      asking = null;
+    });
   }
-  if (!(await askKey(stored ? "The stored key no longer works." : ""))) {
-    throw new Refused("This server needs its API key to search.");
-  }
+  if (!(await asking)) throw new Refused("This server needs its API key to search.");
 }
 
-async function api(method, path, body, signal) {
+async function api(method, path, body, signal, again = true) {
   await authorised();
   const r = await fetch(path, {
     method,
@@ -163,9 +167,9 @@ async function api(method, path, body, signal) {
     body: body === undefined ? undefined : JSON.stringify(body),
     signal,
   });
-  if (r.status === 401) {
-    sessionReady = null;
-    return api(method, path, body, signal);
+  if (r.status === 401 && again) {
+    sessionReady = null; // the key changed on the server: check it (and ask) once more
+    return api(method, path, body, signal, false);
   }
   const data = await r.json().catch(() => ({}));
   if (!r.ok) throw new Error(problem(data.detail) || `the server answered ${r.status}`);
@@ -301,7 +305,8 @@ function render(hits, title) {
     li.querySelector(".rank").textContent = `${i + 1}.`;
     li.querySelector(".title").textContent = hit.title || (hit.path || "").split("/").pop();
     li.querySelector(".artist").textContent = [hit.artist, hit.album].filter(Boolean).join(" · ");
-    const length = hit.duration ?? Math.max(0, ...(hit.clips || []).map((c) => c.end));
+    const ends = [...(hit.clips || []), ...hit.segments].map((c) => c.end);
+    const length = hit.duration ?? Math.max(0, ...ends);
     li.querySelector(".duration").textContent = clock(length);
     li.querySelector(".score").textContent = `score ${hit.score.toFixed(3)}`;
     li.querySelector(".path").textContent = hit.path;
@@ -313,7 +318,7 @@ function render(hits, title) {
     play.addEventListener("click", () => playTrack(hit, best ? best.start : 0));
     const similar = li.querySelector(".similar");
     similar.setAttribute("aria-label", `Tracks similar to ${name(hit)}`);
-    similar.addEventListener("click", () => go(new URLSearchParams({ similar: hit.id })));
+    similar.addEventListener("click", () => go(similarParams(hit.id)));
     return li;
   });
   list.replaceChildren(...items);
@@ -425,6 +430,16 @@ audio.addEventListener("error", async () => {
 });
 
 // ---- navigation -------------------------------------------------------------------------------
+
+// The similar-tracks view of a track, under the filters now in the URL
+function similarParams(id) {
+  const params = new URLSearchParams({ similar: id });
+  const now = new URLSearchParams(location.search);
+  for (const name of [...FILTERS.map((f) => f.name), "limit"]) {
+    if (now.get(name)) params.set(name, now.get(name));
+  }
+  return params;
+}
 
 function go(params) {
   history.pushState(null, "", `/?${params}`);
