@@ -26,6 +26,7 @@ BENCHMARKS = {
     "query": "benchmarks.query",
     "workers": "benchmarks.workers",
     "ceiling": "benchmarks.ceiling",
+    "page": "benchmarks.page",
 }
 OUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = """# Benchmarks
