@@ -1,16 +1,20 @@
 """Audio encoders: clip waveforms (B, S) at the model's rate -> clip embeddings (B, D).
 
-Two implementations behind one interface, chosen by `AudioEncoderKind`:
+Three implementations behind one interface, chosen by `AudioEncoderKind`:
 - `CompactAudioEncoder`: log-mel -> strided 1-D convolutions with ConvNeXt blocks -> masked
   attention pooling. Trained from scratch; small enough to embed a catalog on a CPU.
+- `TaggedAudioEncoder`: the compact encoder beside the pretrained musicnn tagger; a clip's
+  embedding is a learned part and the tagger's z-scored tags, side by side (see its doc).
 - `TransformersAudioEncoder`: a pretrained transformers audio model (AST, the Whisper encoder,
   the CLAP audio tower) loaded from a local directory, with its own feature extractor.
 
-`features` and `embed` are split so training can cache features and run only `embed`.
+`features` (and `tagger_features`) and `embed` are split so training can cache the features of
+the frozen parts and run only `embed`.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +24,38 @@ from torch import Tensor, nn
 
 from collap_model.config import AudioEncoderConfig, AudioEncoderKind, ConfigError, ModelConfig
 from collap_model.frontend import LogMel
+from collap_model.outputs import ClipEncoding
 from collap_model.paths import quiet_transformers, resolve_local_dir
 
 
 class AudioEncoder(nn.Module):
-    """Interface: features(clips, valid) -> (features, mask); embed(features, mask) -> (B, D)."""
+    """Interface: features(clips, valid) -> (features, mask); tagger_features(clips, valid) ->
+    (B, W) or None; embed(features, mask, tagger) -> (B, D); encode -> ClipEncoding."""
 
     def features(self, clips: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def embed(self, features: Tensor, mask: Tensor) -> Tensor:
+    def tagger_features(self, clips: Tensor, valid: Tensor) -> Tensor | None:
+        """What a pretrained, frozen tagger says of each clip (None: the encoder has none)."""
+        return None
+
+    def embed(self, features: Tensor, mask: Tensor, tagger: Tensor | None = None) -> Tensor:
         raise NotImplementedError
+
+    def tags(self, tagger: Tensor | None) -> Tensor | None:
+        """Tag probabilities (B, K) within `tagger_features` (None without a tagger)."""
+        return None
+
+    def encode(self, clips: Tensor, valid: Tensor) -> ClipEncoding:
+        """clips (B, S) zero-padded waveforms, valid (B,) real samples -> embeddings (B, D)
+        normalised, and tag probabilities (B, K) when the encoder has a tagger."""
+        feats, mask = self.features(clips, valid)
+        tagger = self.tagger_features(clips, valid)
+        return ClipEncoding(self.embed(feats, mask, tagger), self.tags(tagger))
 
     def forward(self, clips: Tensor, valid: Tensor) -> Tensor:
         """clips (B, S) zero-padded waveforms, valid (B,) real samples -> (B, D) normalised."""
-        feats, mask = self.features(clips, valid)
-        return self.embed(feats, mask)
+        return self.encode(clips, valid).embeddings
 
 
 def masked_softmax(logits: Tensor, mask: Tensor, dim: int) -> Tensor:
@@ -87,7 +107,11 @@ class CompactAudioEncoder(AudioEncoder):
     def features(self, clips: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         return self.logmel(clips, valid)  # (B, M, F), (B, F)
 
-    def embed(self, features: Tensor, mask: Tensor) -> Tensor:
+    def embed(self, features: Tensor, mask: Tensor, tagger: Tensor | None = None) -> Tensor:
+        return F.normalize(self.head(self.pooled(features, mask)), dim=-1)  # (B, D)
+
+    def pooled(self, features: Tensor, mask: Tensor) -> Tensor:
+        """Log-mel (B, M, F) -> the last stage's attention and mean pools, (B, 2 C)."""
         x = features
         n_valid = mask.sum(dim=1)  # (B,)
         for stage in self.stages:
@@ -99,7 +123,81 @@ class CompactAudioEncoder(AudioEncoder):
         w = masked_softmax(self.pool_logit(h).squeeze(-1), m, dim=1)  # (B, F')
         attn = torch.einsum("bf,bfc->bc", w, h)
         mean = (h * m[..., None]).sum(1) / n_valid.clamp(min=1)[:, None]
-        return F.normalize(self.head(torch.cat([attn, mean], dim=-1)), dim=-1)  # (B, D)
+        return torch.cat([attn, mean], dim=-1)
+
+
+class TaggedAudioEncoder(CompactAudioEncoder):
+    """The compact encoder beside musicnn (frozen): clip embedding (B, D) = [a · l̂ ; b · ẑ].
+
+        q ∈ [0,1]^K, e ∈ R^P   the tagger's tags and penultimate features of the clip
+        z = (q - μ_q) / σ_q    tags z-scored by statistics of the training clips (buffers)
+        ê = (e - μ_e) / σ_e
+        l = MLP([pool(compact(log-mel)) ; ê ; z])  ∈ R^{D-K}     the learned part
+        a = cos θ, b = sin θ   (θ learned: how much of the embedding the tags hold)
+    The last K coordinates are the tags themselves, so a text that names a tag can reach the
+    clips that have it without training (the text side's tag bridge, text_encoder.py), and
+    what our encoder learns (dynamics, density, structure) and the tagger's features beyond
+    its tags reach the text through the learned part. Unit norm, like every clip embedding.
+    """
+
+    tag_mean: Tensor
+    tag_std: Tensor
+    feature_mean: Tensor
+    feature_std: Tensor
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        from collap_model.tagger.tagger import Tagger
+
+        t = config.audio.tagger
+        assert t is not None  # enforced by AudioEncoderConfig
+        self.tagger = Tagger(t.models, t.patches_per_clip, t.weights)
+        k, p = len(self.tagger.labels), self.tagger.width - len(self.tagger.labels)
+        self.k = k
+        width = 2 * config.audio.channels[-1] + p + k
+        self.head = nn.Sequential(
+            nn.LayerNorm(width),
+            nn.Linear(width, t.hidden),
+            nn.GELU(),
+            nn.Dropout(config.audio.dropout),
+            nn.Linear(t.hidden, config.embed_dim - k),
+        )
+        self.theta = nn.Parameter(torch.tensor(math.asin(math.sqrt(t.tag_share))))
+        # set from the training clips before the first step (`set_statistics`), then stored
+        self.register_buffer("tag_mean", torch.full((k,), 0.5))
+        self.register_buffer("tag_std", torch.full((k,), 0.25))
+        self.register_buffer("feature_mean", torch.zeros(p))
+        self.register_buffer("feature_std", torch.ones(p))
+
+    @property
+    def frozen(self) -> bool:
+        return True  # the tagger's weights (audio_encoder.tagger.) are referenced, not stored
+
+    def tagger_features(self, clips: Tensor, valid: Tensor) -> Tensor:
+        out = self.tagger(clips, valid)
+        return torch.cat([out.tags, out.penultimate], dim=1)  # (B, K + P)
+
+    def tags(self, tagger: Tensor | None) -> Tensor | None:
+        return None if tagger is None else tagger[:, : self.k]
+
+    def set_statistics(self, tagger: Tensor) -> None:
+        """Per-feature mean and spread of the training clips' tagger features (M, K + P)."""
+        mean, std = tagger.float().mean(dim=0), tagger.float().std(dim=0).clamp(min=1e-3)
+        self.tag_mean.copy_(mean[: self.k])
+        self.tag_std.copy_(std[: self.k])
+        self.feature_mean.copy_(mean[self.k :])
+        self.feature_std.copy_(std[self.k :])
+
+    def embed(self, features: Tensor, mask: Tensor, tagger: Tensor | None = None) -> Tensor:
+        if tagger is None:
+            raise ValueError("a tagged audio encoder needs the tagger's features of each clip")
+        tagger = tagger.to(features.device, torch.float32)
+        z = (tagger[:, : self.k] - self.tag_mean) / self.tag_std  # (B, K)
+        e = (tagger[:, self.k :] - self.feature_mean) / self.feature_std  # (B, P)
+        learned = self.head(torch.cat([self.pooled(features, mask), e, z], dim=-1))  # (B, D-K)
+        parts = [torch.cos(self.theta) * F.normalize(learned.float(), dim=-1),
+                 torch.sin(self.theta) * F.normalize(z, dim=-1)]  # fmt: skip
+        return torch.cat(parts, dim=-1)  # (B, D), unit norm
 
 
 class TransformersAudioEncoder(AudioEncoder):
@@ -144,7 +242,7 @@ class TransformersAudioEncoder(AudioEncoder):
         feats = out[key].to(clips.device)
         return feats, torch.ones(feats.shape[0], dtype=torch.bool, device=clips.device)
 
-    def embed(self, features: Tensor, mask: Tensor) -> Tensor:
+    def embed(self, features: Tensor, mask: Tensor, tagger: Tensor | None = None) -> Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             match self.model_type:
                 case "audio-spectrogram-transformer":
@@ -186,6 +284,8 @@ def build_audio_encoder(config: ModelConfig) -> AudioEncoder:
     match a.kind:
         case AudioEncoderKind.COMPACT:
             return CompactAudioEncoder(config)
+        case AudioEncoderKind.TAGGED:
+            return TaggedAudioEncoder(config)
         case AudioEncoderKind.TRANSFORMERS:
             assert a.backbone is not None  # enforced by AudioEncoderConfig
             return TransformersAudioEncoder(config, resolve_local_dir(a.backbone, "audio backbone"))

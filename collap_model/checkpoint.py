@@ -116,6 +116,8 @@ def load_model(
         model = CoLLAP(use, trained=trained)
     if directory is not None:
         load_weights(model, directory / WEIGHTS_FILE)
+    else:
+        model.prepare_new()
     return model.to(target).eval()
 
 

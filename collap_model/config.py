@@ -18,6 +18,9 @@ class ConfigError(ValueError):
 
 class AudioEncoderKind(StrEnum):
     COMPACT = "compact"  # our small 1-D conv encoder over log-mel frames, trained from scratch
+    # the compact encoder beside the pretrained musicnn tagger (tagger/): each clip embedding
+    # holds a learned part and the tagger's z-scored tags (audio_encoder.TaggedAudioEncoder)
+    TAGGED = "tagged"
     TRANSFORMERS = "transformers"  # a pretrained transformers audio model from a local directory
 
 
@@ -66,6 +69,40 @@ class FrontendConfig(_Frozen):
         return self.clip_samples // self.hop_length + 1
 
 
+class TaggerConfig(_Frozen):
+    # folder of converted musicnn weights (`collap convert-musicnn`); "package:musicnn" is the
+    # conversion shipped in collap_model/weights/musicnn/
+    weights: str = "package:musicnn"
+    # networks whose tags (50 each) and penultimate features (200 each) every clip carries
+    models: tuple[str, ...] = ("MTT_musicnn", "MSD_musicnn")
+    # 3 s patches tagged per clip, spread evenly (1: the centre); the tagger costs far more
+    # than the rest of the encoder, and with 10 s clips every 5 s one patch already covers 60%
+    # of the audio
+    patches_per_clip: int = Field(1, ge=1, le=3)
+    # prompts that embed each tag for the text side's tag bridge ({} is the tag's phrase);
+    # their text embeddings are averaged
+    prompt_templates: tuple[str, ...] = ("{} music",)
+    # initial share of a clip embedding's squared norm given to its tag block
+    tag_share: float = Field(0.5, gt=0, lt=1)
+    hidden: int = Field(256, gt=0)  # width of the MLP that makes the learned part
+
+    @model_validator(mode="after")
+    def _check(self) -> TaggerConfig:
+        from collap_model.tagger.labels import LABELS
+
+        unknown = [m for m in self.models if m not in LABELS]
+        if unknown or not self.models:
+            raise ValueError(f"tagger.models must name some of {', '.join(LABELS)}")
+        if any("{}" not in t for t in self.prompt_templates) or not self.prompt_templates:
+            raise ValueError("every tagger.prompt_templates entry needs a {} for the tag")
+        return self
+
+    @property
+    def tags(self) -> int:
+        """K: tags per clip (50 per network)."""
+        return 50 * len(self.models)
+
+
 class AudioEncoderConfig(_Frozen):
     kind: AudioEncoderKind = AudioEncoderKind.COMPACT  # which implementation (registry below)
     channels: tuple[int, ...] = (128, 192, 256)  # compact: width of each stride-2 stage
@@ -74,13 +111,16 @@ class AudioEncoderConfig(_Frozen):
     dropout: float = Field(0.1, ge=0, lt=1)  # compact: dropout before the output projection
     backbone: str | None = None  # transformers: local directory of the pretrained model
     freeze_backbone: bool = True  # transformers: keep pretrained weights fixed
+    tagger: TaggerConfig | None = None  # tagged: the pretrained tagger beside the compact encoder
 
     @model_validator(mode="after")
     def _check(self) -> AudioEncoderConfig:
         if self.kind is AudioEncoderKind.TRANSFORMERS and not self.backbone:
             raise ValueError("a transformers audio encoder needs `backbone` (a local directory)")
-        if self.kind is AudioEncoderKind.COMPACT and not self.channels:
+        if self.kind is not AudioEncoderKind.TRANSFORMERS and not self.channels:
             raise ValueError("the compact audio encoder needs at least one stage in `channels`")
+        if (self.kind is AudioEncoderKind.TAGGED) != (self.tagger is not None):
+            raise ValueError("`tagger` is set exactly when kind is tagged")
         return self
 
 
@@ -121,6 +161,23 @@ class ModelConfig(_Frozen):
     fusion: FusionConfig = FusionConfig()
     clip_batch: int = Field(64, gt=0)  # clips per encoder call at inference
 
+    @model_validator(mode="after")
+    def _check_tagger(self) -> ModelConfig:
+        tagger = self.audio.tagger
+        if tagger is not None:
+            if self.frontend.sample_rate != 16_000:
+                raise ValueError("the musicnn tagger needs frontend.sample_rate 16000")
+            if tagger.tags >= self.embed_dim:
+                raise ValueError(f"embed_dim must exceed the tagger's {tagger.tags} tags")
+            if self.frontend.clip_seconds < 3.0:
+                raise ValueError("the tagger's 3 s patches need clip_seconds >= 3")
+        return self
+
+    @property
+    def tag_dims(self) -> int:
+        """K: the clip embedding's last K coordinates are the tagger's tags (0: no tagger)."""
+        return 0 if self.audio.tagger is None else self.audio.tagger.tags
+
     @property
     def first_stage_dim(self) -> int:
         """Length of a track's first-stage vector: its clips pooled by every fusion pattern."""
@@ -150,6 +207,10 @@ class ModelConfig(_Frozen):
         data.pop("name")
         data.pop("clip_batch")
         data["frontend"].pop("max_seconds")  # a training-only crop
+        if data["audio"]["tagger"] is None:
+            # a field added after models without a tagger were shipped: their fingerprints
+            # (which hash this dict) must not change
+            data["audio"].pop("tagger")
         return data
 
 

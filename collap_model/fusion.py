@@ -21,6 +21,11 @@ time, and on which kind of clip, to look), and each token of the text chooses am
     A_{l,n}  = Σ_h π_{l,h} a_{h,n}                     where in time token l looks
     f        = Σ_l β_l Σ_n A_{l,n} u_l · c_n
              = Σ_h v_h · p_h,   v_h = Σ_l β_l π_{l,h} u_l
+With a tagger (config.tag_dims = K > 0), the clips' last K coordinates are z-scored tags and the
+text carries its tag-bridge vector b (text_encoder.py); the bridge joins v through the same
+pattern choice, with a learned gain γ:
+    v_h = Σ_l β_l π_{l,h} u_l + γ π̄_h [0 ; b],   π̄_h = Σ_l β_l π_{l,h}
+so a text's words reach the clips' tags before any training, and f keeps its form.
 So f is exactly one dot product between a text vector v = [v_1 .. v_m] and a song vector
 p = [p_1 .. p_m] (m·D each): the index stores p (`first_stage_vectors`), the text search's
 first stage is an exact inner-product search with v (`first_stage_query`), and the re-rank
@@ -108,6 +113,9 @@ class TemporalFusion(nn.Module):
         self.w_beta = nn.Linear(d, 1)
         # small: every pattern starts close to flat attention and learns where to look
         self.patterns = nn.Parameter(torch.randn(f.patterns, f.attn_dim) * 0.02)
+        self.tag_dims = config.tag_dims
+        if self.tag_dims:
+            self.bridge_gain = nn.Parameter(torch.tensor(1.0))  # γ
 
     def token_weights(self, text: TextEmbedding) -> Tensor:
         """Texts -> β (B, L): how much each token matters."""
@@ -118,7 +126,13 @@ class TemporalFusion(nn.Module):
         beta = self.token_weights(text)  # (B, L)
         u = F.normalize(self.w_u(text.tokens), dim=-1)  # (B, L, D)
         pi = torch.softmax(self.w_pi(text.tokens), dim=-1) * beta[..., None]  # (B, L, m): β_l π_lh
-        return torch.einsum("blh,bld->bhd", pi, u), pi.sum(dim=1)
+        v = torch.einsum("blh,bld->bhd", pi, u)
+        pi_bar = pi.sum(dim=1)  # (B, m)
+        if self.tag_dims and text.tags is not None:
+            k = self.tag_dims
+            bridge = self.bridge_gain * pi_bar[..., None] * text.tags[:, None, :]  # (B, m, K)
+            v = torch.cat([v[..., :-k], v[..., -k:] + bridge.to(v.dtype)], dim=-1)
+        return v, pi_bar
 
     def pattern_attention(self, clips: ClipBatch) -> Tensor:
         """Songs -> a (B, m, N): each pattern's attention over the clips.

@@ -18,7 +18,14 @@ from collap_model.config import ModelConfig
 from collap_model.frontend import clip_spans, clip_times, cut_clips, prepare_waveform
 from collap_model.fusion import SongPooling, TemporalFusion
 from collap_model.loss import LogitScale, info_nce
-from collap_model.outputs import AudioEmbedding, ClipBatch, FusionScores, ModelOutput, TextEmbedding
+from collap_model.outputs import (
+    AudioEmbedding,
+    ClipBatch,
+    ClipEncoding,
+    FusionScores,
+    ModelOutput,
+    TextEmbedding,
+)
 from collap_model.text_encoder import TextEncoder, TextStates
 
 
@@ -35,6 +42,7 @@ class TrainingBatch:
     feature_mask: Tensor  # (M, F) valid feature frames
     clip_times: Tensor  # (M, 2) seconds, within each song
     clip_counts: list[int]  # (B,) clips per song, summing to M, songs in text order
+    tagger: Tensor | None = None  # (M, W) a frozen tagger's features of every clip, if any
 
 
 class CoLLAP(nn.Module):
@@ -64,9 +72,23 @@ class CoLLAP(nn.Module):
         prefixes = []
         if self.config.text.freeze_backbone:
             prefixes.append("text_encoder.backbone.")
-        if getattr(self.audio_encoder, "frozen", False):
+        if self.config.audio.tagger is not None:
+            prefixes.append("audio_encoder.tagger.")
+        elif getattr(self.audio_encoder, "frozen", False):
             prefixes.append("audio_encoder.backbone.")
         return tuple(prefixes)
+
+    @property
+    def tag_names(self) -> tuple[str, ...]:
+        """The tagger's tags, in the order of `AudioEmbedding.tags` columns (empty: no tagger).
+        MTT's and MSD's vocabularies overlap ("guitar", "rock", ...): a name may repeat."""
+        tagger = getattr(self.audio_encoder, "tagger", None)
+        return tagger.labels if tagger is not None else ()
+
+    def prepare_new(self) -> None:
+        """What a newly initialised model computes from its pretrained parts instead of
+        loading it (a checkpoint stores it): the text side's tag prompts."""
+        self.text_encoder.embed_tag_prompts()
 
     def owned_state(self) -> dict[str, Tensor]:
         """The weights this project trains: everything but frozen pretrained backbones."""
@@ -85,6 +107,9 @@ class CoLLAP(nn.Module):
             return self._fingerprint[1]
         h = hashlib.sha256(json.dumps(self.config.architecture(), sort_keys=True).encode())
         h.update(self.text_encoder.backbone_identity().encode())
+        tagger = getattr(self.audio_encoder, "tagger", None)
+        if tagger is not None:
+            h.update(tagger.identity().encode())
         for name, tensor in sorted(self.owned_state().items()):
             h.update(name.encode())
             h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -115,21 +140,31 @@ class CoLLAP(nn.Module):
 
     # ---- audio ------------------------------------------------------------------------------
     def embed_clips(self, clips: Tensor, valid: Tensor) -> Tensor:
-        """Clip waveforms (M, clip_samples) at the model's rate, valid lengths (M,) -> (M, D).
+        """Clip waveforms (M, clip_samples) at the model's rate, valid lengths (M,) -> (M, D)
+        (`encode_clips` without the tags)."""
+        return self.encode_clips(clips, valid).embeddings
+
+    def encode_clips(self, clips: Tensor, valid: Tensor) -> ClipEncoding:
+        """Clip waveforms (M, clip_samples) at the model's rate, valid lengths (M,) ->
+        embeddings (M, D) and, with a tagger, tag probabilities (M, K) (`tag_names`).
 
         Inference only (no autograd graph is kept). Runs in chunks of `clip_batch`; this is the
         streaming entry point (clips from many songs may share one call).
         """
-        out = []
+        emb, tags = [], []
+        step = self.config.clip_batch
         with torch.inference_mode(), self._autocast():
-            for i in range(0, clips.shape[0], self.config.clip_batch):
-                chunk = clips[i : i + self.config.clip_batch].to(self.device)
-                out.append(
-                    self.audio_encoder(
-                        chunk, valid[i : i + self.config.clip_batch].to(self.device)
-                    ).float()
-                )
-        return torch.cat(out) if out else torch.zeros(0, self.config.embed_dim, device=self.device)
+            for i in range(0, clips.shape[0], step):
+                chunk = clips[i : i + step].to(self.device)
+                out = self.audio_encoder.encode(chunk, valid[i : i + step].to(self.device))
+                emb.append(out.embeddings.float())
+                if out.tags is not None:
+                    tags.append(out.tags.float())
+        k = len(self.tag_names)
+        if not emb:
+            empty = torch.zeros(0, self.config.embed_dim, device=self.device)
+            return ClipEncoding(empty, torch.zeros(0, k, device=self.device) if k else None)
+        return ClipEncoding(torch.cat(emb), torch.cat(tags) if tags else None)
 
     def pool_song(self, clips: Tensor, times: Tensor) -> Tensor:
         """Clip embeddings (N, D) and their times (N, 2) -> song embedding (D,)."""
@@ -153,17 +188,20 @@ class CoLLAP(nn.Module):
         spans = clip_spans(wave.shape[0], fe)
         with torch.inference_mode():
             clip_wave, valid = cut_clips(wave, spans, fe.clip_samples)
-            clips = self.embed_clips(clip_wave, valid)
+            encoded = self.encode_clips(clip_wave, valid)
+            clips = encoded.embeddings
             times = clip_times(spans, fe.sample_rate)
             song = self.pool_song(clips, times)
-        return AudioEmbedding(clips.cpu(), song.cpu(), times)
+        tags = None if encoded.tags is None else encoded.tags.cpu()
+        return AudioEmbedding(clips.cpu(), song.cpu(), times, tags)
 
     # ---- text -------------------------------------------------------------------------------
     def encode_text(self, texts: list[str]) -> TextEmbedding:
         """texts -> tokens (B, L, D), mask (B, L), sentence (B, D) normalised."""
         with torch.inference_mode(), self._autocast():
             emb = self.text_encoder(list(texts), fast=True)
-        return TextEmbedding(emb.tokens.float(), emb.mask, emb.sentence.float())
+        tags = None if emb.tags is None else emb.tags.float()
+        return TextEmbedding(emb.tokens.float(), emb.mask, emb.sentence.float(), tags)
 
     def first_stage_query(self, text_emb: TextEmbedding) -> Tensor:
         """Texts -> query vectors v (B, m·D): v · p, with p a song's `first_stage_vectors`, is
@@ -208,8 +246,9 @@ class CoLLAP(nn.Module):
         """A batch of aligned pairs -> losses and (B, B) logits (diagonal = positives)."""
         dev = self.device
         with self._autocast():
+            tagger = None if batch.tagger is None else batch.tagger.to(dev)
             flat = self.audio_encoder.embed(
-                batch.features.to(dev), batch.feature_mask.to(dev)
+                batch.features.to(dev), batch.feature_mask.to(dev), tagger
             ).float()  # (M, D)
             per_song = list(flat.split(batch.clip_counts))
             clips = pad_sequence(per_song, batch_first=True)  # (B, N, D)

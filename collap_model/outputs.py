@@ -17,6 +17,16 @@ class AudioEmbedding:
     clips: Tensor  # (N, D) L2-normalised clip embeddings, in time order
     song: Tensor  # (D,) L2-normalised, text-independent song embedding (first-stage ANN)
     clip_times: Tensor  # (N, 2) start and end of each clip in seconds
+    # (N, K) each clip's tag probabilities in [0, 1] (`CoLLAP.tag_names`); None: no tagger
+    tags: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class ClipEncoding:
+    """What `encode_clips` returns for M clips (of any songs, in input order)."""
+
+    embeddings: Tensor  # (M, D) L2-normalised clip embeddings
+    tags: Tensor | None  # (M, K) tag probabilities in [0, 1]; None when the model has no tagger
 
 
 @dataclass(frozen=True)
@@ -71,12 +81,18 @@ class TextEmbedding:
     tokens: Tensor  # (B, L, D) token embeddings projected to the joint space, zeros where padded
     mask: Tensor  # (B, L) bool, True for real tokens
     sentence: Tensor  # (B, D) L2-normalised pooled sentence embeddings
+    # (B, K) the text's affinity to each tag of the model's tagger, z-scored over the tags and
+    # L2-normalised (the tag bridge, text_encoder.py); None when the model has no tagger
+    tags: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.sentence.shape[0])
 
     def to(self, device: torch.device | str) -> TextEmbedding:
-        return TextEmbedding(self.tokens.to(device), self.mask.to(device), self.sentence.to(device))
+        tags = None if self.tags is None else self.tags.to(device)
+        return TextEmbedding(
+            self.tokens.to(device), self.mask.to(device), self.sentence.to(device), tags
+        )
 
     def select(self, index: int) -> TextEmbedding:
         """The text at `index` alone, trimmed to its own length."""
@@ -85,6 +101,7 @@ class TextEmbedding:
             self.tokens[index : index + 1, :n],
             self.mask[index : index + 1, :n],
             self.sentence[index : index + 1],
+            None if self.tags is None else self.tags[index : index + 1],
         )
 
 

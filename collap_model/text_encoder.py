@@ -5,6 +5,15 @@ kin) by the last token. A text longer than one window is split into overlapping 
 `window_tokens` (specials included) every `window_stride` tokens; each token's state comes from
 the window in which it sits farthest from an edge, so the joined sequence covers every token
 once and nothing is cut up to `max_words` words (longer texts are refused, not truncated).
+
+Tag bridge (models whose audio encoder has a tagger): a path that needs no training and works
+for words training never saw. Each tag of the tagger is embedded once by the backbone through
+prompt templates ("{} music"), P ∈ R^{K×H} (rows normalised, templates averaged, stored with the
+weights); a text's pooled state h gives
+    g = P ĥ                      its cosine with every tag
+    tags = normalize((g - mean(g)) / std(g))    z-scored over the K tags
+which the fusion matches against the clips' z-scored tags (fusion.py). Z-scoring over the tags
+keeps what is specific to the text: every prompt says "music", so raw cosines all share a level.
 """
 
 from __future__ import annotations
@@ -83,6 +92,38 @@ class TextEncoder(nn.Module):
         self.sentence_proj = nn.Sequential(
             nn.LayerNorm(hidden), nn.Linear(hidden, config.embed_dim)
         )
+        self.tag_prompts: Tensor | None
+        self.prompt_texts: list[list[str]] = []
+        tagger = config.audio.tagger
+        self.register_buffer("tag_prompts", None)
+        if tagger is not None:
+            from collap_model.tagger.labels import LABELS, phrase
+
+            labels = [label for m in tagger.models for label in LABELS[m]]
+            self.prompt_texts = [
+                [t.format(phrase(label)) for t in tagger.prompt_templates] for label in labels
+            ]
+            # filled by `embed_tag_prompts` for a new model, else by the checkpoint
+            self.register_buffer("tag_prompts", torch.zeros(len(labels), hidden))
+
+    @torch.inference_mode()
+    def embed_tag_prompts(self) -> None:
+        """P: each tag's prompts through the backbone, normalised and averaged (see the doc)."""
+        if self.tag_prompts is None:
+            return
+        flat = [p for prompts in self.prompt_texts for p in prompts]
+        _, pooled = self.hidden_states(flat)
+        per = len(self.prompt_texts[0])
+        states = F.normalize(torch.stack(pooled).float(), dim=-1).view(-1, per, pooled[0].shape[0])
+        self.tag_prompts.copy_(F.normalize(states.mean(dim=1), dim=-1).to(self.tag_prompts))
+
+    def bridge(self, pooled: Tensor) -> Tensor | None:
+        """Pooled backbone states (B, H) -> the texts' tag vectors (B, K), or None."""
+        if self.tag_prompts is None:
+            return None
+        g = F.normalize(pooled.float(), dim=-1) @ self.tag_prompts.float().T  # (B, K)
+        z = (g - g.mean(dim=1, keepdim=True)) / g.std(dim=1, keepdim=True).clamp(min=1e-6)
+        return F.normalize(z, dim=-1)
 
     def train(self, mode: bool = True) -> TextEncoder:
         super().train(mode)
@@ -202,7 +243,7 @@ class TextEncoder(nn.Module):
         projected = self.token_proj(padded) * mask[..., None]  # (B, L, D)
         stacked = torch.stack([p.to(device, torch.float32) for p in pooled])  # (B, H)
         sentence = F.normalize(self.sentence_proj(stacked), dim=-1)  # (B, D)
-        return TextEmbedding(projected, mask, sentence)
+        return TextEmbedding(projected, mask, sentence, self.bridge(stacked))
 
 
 @dataclass(frozen=True)
