@@ -47,6 +47,31 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert_musicnn(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from collap_model.tagger.convert import convert
+
+    for path in convert(Path(args.source), Path(args.out)):
+        sys.stdout.write(f"wrote {path}\n")
+    return 0
+
+
+def _cmd_recordings(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from collap_model.recordings.dataset import build_recordings
+
+    report = build_recordings(
+        Path(args.out), args.preset, args.min_seconds, args.queries, args.device, args.package
+    )
+    sys.stdout.write(
+        f"wrote {report.tracks} tracks ({report.audio_seconds / 3600:.1f} h, {report.skipped} "
+        f"skipped) and {report.manifest} in {report.wall_seconds / 60:.1f} min\n"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="collap", description="The CoLLAP music-text model.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -62,6 +87,30 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_cmd_info)
     synth_cli.add_parser(sub)
     training_cli.add_parsers(sub)
+    conv = sub.add_parser(
+        "convert-musicnn",
+        help="convert musicnn's TF checkpoints (the musicnn 0.1.0 wheel) to safetensors",
+    )
+    conv.add_argument(
+        "source", help="musicnn-0.1.0-py3-none-any.whl (pip download --no-deps musicnn==0.1.0)"
+    )
+    conv.add_argument(
+        "--out", default="collap_model/weights/musicnn", help="output folder (default: shipped)"
+    )
+    conv.set_defaults(func=_cmd_convert_musicnn)
+    rec = sub.add_parser(
+        "recordings",
+        help="a training set of Debian's recorded game music with machine-written captions",
+    )
+    rec.add_argument("out", help="output folder: manifest.jsonl, extracted files, tag cache")
+    rec.add_argument("--preset", default="collap-tagger", help="model whose tagger listens")
+    rec.add_argument("--min-seconds", type=float, default=30.0, help="shorter tracks are skipped")
+    rec.add_argument("--queries", type=int, default=8, help="short queries per track")
+    rec.add_argument("--device", default="auto")
+    rec.add_argument(
+        "--package", action="append", default=None, help="only these Debian packages (repeat)"
+    )
+    rec.set_defaults(func=_cmd_recordings)
     return parser
 
 

@@ -34,8 +34,16 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argument
     parser.add_argument("--seed", type=int, default=0, help="song i uses seed SEED+i (default 0)")
     parser.add_argument(
         "--soundfont",
+        action="append",
         default=None,
-        help="General MIDI .sf2 (default: FluidR3_GM if installed, else TimGM6mb)",
+        help="General MIDI .sf2/.sf3, or timgm6mb, fluidr3, musescore (Debian's); repeat it and "
+        "each song draws one (default: FluidR3_GM if installed, else TimGM6mb)",
+    )
+    parser.add_argument(
+        "--produce",
+        action="store_true",
+        help="give each song its own production: reverb, chorus, EQ, compression, stereo "
+        "width, noise floor and master level, drawn from its seed",
     )
     parser.add_argument(
         "--phrasings",
@@ -66,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         args.songs,
         args.seed,
-        soundfont=args.soundfont,
+        soundfont=args.soundfont
+        if args.soundfont is None or len(args.soundfont) > 1
+        else args.soundfont[0],
+        produce=args.produce,
         phrasings=args.phrasings,
         queries=args.queries,
         min_seconds=args.min_seconds,

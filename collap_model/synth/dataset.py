@@ -18,6 +18,11 @@ format serves synthetic corpora and a user's own music with their own captions:
     midi      str, optional. The MIDI file a synthetic song was rendered from.
     style     str, optional. The synthetic song's style ("pop", "jazz", "ambient", ...).
     phrasings str, optional. The phrasebook of its caption and queries: "train" or "heldout".
+    soundfont str, optional. The soundfont file a synthetic song was rendered with.
+    production object, optional. Its production draw (synth/produce.py), when it has one.
+    text      str, optional. Manifests of clips with the text written for them (several clips
+              may share one text, e.g. ../shared/external-dev) may give `text` in place of
+              `caption`; it is read as the caption.
 
 Other keys are kept and ignored. Times are seconds from the start of the audio file.
 Example line:
@@ -31,17 +36,21 @@ import itertools
 import json
 import logging
 import os
+import random
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from collap_model.synth.captions import QUERIES
 from collap_model.synth.structure import SynthError
+
+if TYPE_CHECKING:
+    from collap_model.synth.produce import Production
 
 log = logging.getLogger("collap.synth")
 
@@ -75,7 +84,8 @@ class ManifestEntry(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
     audio: str = Field(min_length=1)
-    caption: str
+    caption: str  # a manifest of clips may give `text` instead (_text_as_caption)
+    text: str | None = None
     queries: list[str] = Field(default_factory=list)
     sections: list[ManifestSection] | None = None
     duration: float | None = Field(default=None, gt=0)
@@ -85,6 +95,13 @@ class ManifestEntry(BaseModel):
     @property
     def audio_path(self) -> Path:
         return self._audio_path
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_as_caption(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "caption" not in data and isinstance(data.get("text"), str):
+            return {**data, "caption": data["text"]}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> ManifestEntry:
@@ -197,7 +214,8 @@ def generate_dataset(
     songs: int,
     seed: int = 0,
     *,
-    soundfont: str | Path | None = None,
+    soundfont: str | Path | Sequence[str | Path] | None = None,
+    produce: bool = False,
     phrasings: str = "train",
     queries: int = QUERIES,
     min_seconds: float = 30.0,
@@ -209,6 +227,8 @@ def generate_dataset(
 
     Song i uses seed `seed + i`; plans, MIDI files and the manifest depend only on the seed
     and options (not on `jobs`). Rendering runs `jobs` FluidSynth processes at once.
+    `soundfont`: one soundfont, or several (each song draws one from its seed); `produce`:
+    give every song a production draw (synth/produce.py).
     `progress(done, total)` is called after each song is rendered.
     """
     from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -216,6 +236,7 @@ def generate_dataset(
     from collap_model.synth.arrange import arrange
     from collap_model.synth.captions import describe
     from collap_model.synth.phrases import PHRASEBOOKS
+    from collap_model.synth.produce import draw_production
     from collap_model.synth.render import find_fluidsynth, render_song, resolve_soundfont
     from collap_model.synth.structure import check_length, plan_song, section_dict
 
@@ -230,15 +251,18 @@ def generate_dataset(
     if phrasings not in PHRASEBOOKS:
         raise SynthError(f"unknown phrasings {phrasings!r}; use one of {', '.join(PHRASEBOOKS)}")
     check_length(min_seconds, max_seconds)
-    font = resolve_soundfont(soundfont)
+    chosen = list(soundfont) if isinstance(soundfont, (list, tuple)) else [soundfont]
+    fonts = [resolve_soundfont(f) for f in chosen]
+    if not fonts:
+        raise SynthError("give at least one soundfont")
     fluidsynth = find_fluidsynth()
     root = Path(out).expanduser()
     _prepare_output(root)
-    log.info("synth: %d songs into %s with %s, %d jobs", songs, root, font, jobs)
+    log.info("synth: %d songs into %s with %s, %d jobs", songs, root, fonts, jobs)
 
     width = max(5, len(str(songs - 1)))
     entries: list[dict[str, object]] = []
-    tasks: list[tuple[Path, Path, float]] = []
+    tasks: list[tuple[Path, Path, float, Path, Production | None, int]] = []
     for i in range(songs):
         plan = plan_song(seed + i, min_seconds, max_seconds)
         text = describe(plan, phrasings, queries)
@@ -247,7 +271,12 @@ def generate_dataset(
         flac = root / "audio" / f"{name}.flac"
         midi.write_bytes(arrange(plan))
         duration = round(plan.duration, 3)
-        tasks.append((midi, flac, plan.duration))
+        font = fonts[random.Random(f"{plan.seed}:soundfont").randrange(len(fonts))]
+        production = draw_production(plan.seed) if produce else None
+        tasks.append((midi, flac, plan.duration, font, production, plan.seed))
+        extra: dict[str, object] = {"soundfont": font.name}
+        if production is not None:
+            extra["production"] = production.as_dict()
         entries.append(
             {
                 "audio": f"audio/{name}.flac",
@@ -259,6 +288,7 @@ def generate_dataset(
                 "midi": f"midi/{name}.mid",
                 "style": plan.style,
                 "phrasings": phrasings,
+                **extra,
             }
         )
 
@@ -266,7 +296,10 @@ def generate_dataset(
     audio_seconds = 0.0
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         # threads suffice: each one waits on its own FluidSynth process, which does the work
-        futures = [pool.submit(render_song, m, f, font, s, fluidsynth) for m, f, s in tasks]
+        futures = [
+            pool.submit(render_song, m, f, font, s, fluidsynth, prod, seed_)
+            for m, f, s, font, prod, seed_ in tasks
+        ]
         try:
             for done, future in enumerate(as_completed(futures), start=1):
                 audio_seconds += future.result()

@@ -1,4 +1,8 @@
-"""Rendering: MIDI -> FluidSynth (fast render, 16 kHz) -> mono float -> FLAC via PyAV."""
+"""Rendering: MIDI -> FluidSynth (fast render, 16 kHz) -> mono float -> FLAC via PyAV.
+
+With a production draw (produce.py), FluidSynth's reverb and chorus follow the draw and the
+stereo render goes through its EQ, compression, width, noise and level before the downmix.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +18,26 @@ from collap_model.synth.structure import SynthError
 if TYPE_CHECKING:
     import numpy as np
 
+    from collap_model.synth.produce import Production
+
 SAMPLE_RATE = 16_000
 # Debian's fluid-soundfont-gm (145 MB, better for training), then timgm6mb-soundfont (6 MB)
 SOUNDFONTS = (
     Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),
     Path("/usr/share/sounds/sf2/TimGM6mb.sf2"),
 )
+# the General MIDI soundfonts Debian packages, by the short names `collap synth` accepts
+# (the first file of a name that is installed)
+NAMED_SOUNDFONTS = {
+    "timgm6mb": (Path("/usr/share/sounds/sf2/TimGM6mb.sf2"),),  # timgm6mb-soundfont
+    "fluidr3": (Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),),  # fluid-soundfont-gm
+    "musescore": (
+        # musescore-general-soundfont-lossless: samples stored plain, so FluidSynth loads it
+        # in about a second where the compressed .sf3 of the -small package takes ten
+        Path("/usr/share/sounds/sf2/MuseScore_General_Full.sf2"),
+        Path("/usr/share/sounds/sf3/MuseScore_General_Lite.sf3"),
+    ),
+}
 PEAK = 0.89  # -1 dBFS: every song is normalised to the same peak, like mastered music
 GAIN = 0.6  # FluidSynth master gain; the float output is normalised afterwards anyway
 
@@ -35,7 +53,11 @@ def find_fluidsynth() -> str:
 
 
 def resolve_soundfont(path: str | Path | None = None) -> Path:
-    """`path` if given, else FluidR3_GM if installed, else TimGM6mb; checked to be a SoundFont."""
+    """`path` (or a name of NAMED_SOUNDFONTS) if given, else FluidR3_GM if installed, else
+    TimGM6mb; checked to be a SoundFont (.sf2, or .sf3 with compressed samples)."""
+    if isinstance(path, str) and path in NAMED_SOUNDFONTS:
+        candidates = NAMED_SOUNDFONTS[path]
+        path = next((p for p in candidates if p.is_file()), candidates[-1])
     if path is None:
         found = next((p for p in SOUNDFONTS if p.is_file()), None)
         if found is None:
@@ -52,15 +74,24 @@ def resolve_soundfont(path: str | Path | None = None) -> Path:
     except OSError as err:
         raise SynthError(f"cannot read soundfont {sf}: {err.strerror or err}") from err
     if head[:4] != b"RIFF" or head[8:12] != b"sfbk":
-        raise SynthError(f"{sf} is not a SoundFont 2 file (.sf2)")
+        raise SynthError(f"{sf} is not a SoundFont file (.sf2 or .sf3)")
     return sf
 
 
-def render_midi(midi: Path, soundfont: Path, seconds: float, fluidsynth: str) -> np.ndarray:
+def render_midi(
+    midi: Path,
+    soundfont: Path,
+    seconds: float,
+    fluidsynth: str,
+    production: Production | None = None,
+    seed: int = 0,
+) -> np.ndarray:
     """Mono float32 audio at SAMPLE_RATE, exactly round(seconds * SAMPLE_RATE) samples long,
-    peak-normalised. FluidSynth keeps rendering release tails past the end; they are cut."""
+    peak-normalised (or produced, peaking at the draw's level). FluidSynth keeps rendering
+    release tails past the end; they are cut."""
     import numpy as np
 
+    effects = [] if production is None else production.fluidsynth_options()
     with tempfile.TemporaryDirectory(prefix="collap-synth-") as tmp:
         raw = Path(tmp) / "song.raw"
         # raw little-endian float32 stereo: no clipping inside FluidSynth, no WAV parsing here
@@ -79,6 +110,7 @@ def render_midi(midi: Path, soundfont: Path, seconds: float, fluidsynth: str) ->
             "float",
             "-E",
             "little",
+            *effects,
             "-F",
             str(raw),
             str(soundfont),
@@ -92,14 +124,17 @@ def render_midi(midi: Path, soundfont: Path, seconds: float, fluidsynth: str) ->
             detail = (done.stderr or done.stdout).strip().splitlines()
             reason = detail[-1] if detail else f"exit status {done.returncode}"
             raise SynthError(f"fluidsynth failed on {midi.name}: {reason}")
-        stereo = np.fromfile(raw, dtype="<f4")
-    wave = stereo.reshape(-1, 2).mean(axis=1)
+        stereo = np.fromfile(raw, dtype="<f4").reshape(-1, 2)
     n = round(seconds * SAMPLE_RATE)
-    wave = wave[:n] if len(wave) >= n else np.pad(wave, (0, n - len(wave)))
-    peak = float(np.abs(wave).max()) if n else 0.0
-    if peak == 0.0:
+    stereo = stereo[:n] if len(stereo) >= n else np.pad(stereo, ((0, n - len(stereo)), (0, 0)))
+    wave = stereo.mean(axis=1)
+    if n == 0 or float(np.abs(wave).max()) == 0.0:
         raise SynthError(f"fluidsynth rendered silence for {midi.name} (soundfont {soundfont})")
-    return (wave * (PEAK / peak)).astype(np.float32)
+    if production is not None:
+        from collap_model.synth.produce import apply_production
+
+        return apply_production(stereo, SAMPLE_RATE, production, seed)
+    return (wave * (PEAK / float(np.abs(wave).max()))).astype(np.float32)
 
 
 def write_flac(path: Path, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
@@ -120,8 +155,16 @@ def write_flac(path: Path, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> 
     os.replace(tmp, path)
 
 
-def render_song(midi: Path, flac: Path, soundfont: Path, seconds: float, fluidsynth: str) -> float:
+def render_song(
+    midi: Path,
+    flac: Path,
+    soundfont: Path,
+    seconds: float,
+    fluidsynth: str,
+    production: Production | None = None,
+    seed: int = 0,
+) -> float:
     """Render one MIDI file to FLAC; returns the audio seconds written."""
-    wave = render_midi(midi, soundfont, seconds, fluidsynth)
+    wave = render_midi(midi, soundfont, seconds, fluidsynth, production, seed)
     write_flac(flac, wave)
     return len(wave) / SAMPLE_RATE

@@ -1,9 +1,10 @@
 """Feature caches for training and evaluation: each song decoded once, each text encoded once.
 
-Audio: every song of a manifest is decoded (PyAV, the indexer's decoder), cut into clips and
-turned into audio-encoder features (log-mel for the compact encoder), stored as float16 numpy
-arrays in the cache folder. Text: with a frozen text backbone its outputs never change, so
-captions and queries are run through it once and only the projections train.
+Audio: every song of a manifest is decoded (audio_io.read_audio), cut into clips and turned
+into audio-encoder features (log-mel for the compact encoder; a tagged encoder's frozen tagger
+outputs beside them), stored as float16 numpy arrays in the cache folder. Text: with a frozen
+text backbone its outputs never change, so captions and queries are run through it once and
+only the projections train.
 
 A cache is keyed by the front-end and backbone it was made with; a stale one is rebuilt.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from collap_model.audio_io import read_audio
 from collap_model.frontend import clip_spans, clip_times, cut_clips
 from collap_model.model import CoLLAP
 from collap_model.text_encoder import TextStates
@@ -28,6 +30,8 @@ log = logging.getLogger("collap.train")
 
 # texts per backbone call when filling the text cache
 _TEXT_BATCH = 32
+# where a data set's audio features are cached by default: a folder beside its manifest
+DATA_CACHE = ".collap-cache"
 
 
 @dataclass
@@ -36,6 +40,7 @@ class AudioCache:
     masks: np.ndarray  # (M, F) bool valid frames
     times: np.ndarray  # (M, 2) float32 seconds
     offsets: np.ndarray  # (S + 1,) int64: song s owns clips offsets[s]:offsets[s + 1]
+    tagger: np.ndarray | None = None  # (M, W) float16 frozen tagger features (tagged encoder)
 
     def __len__(self) -> int:
         return int(self.offsets.shape[0] - 1)
@@ -44,11 +49,53 @@ class AudioCache:
         lo, hi = int(self.offsets[s]), int(self.offsets[s + 1])
         return self.features[lo:hi], self.masks[lo:hi], self.times[lo:hi]
 
+    def song_tagger(self, s: int) -> np.ndarray | None:
+        lo, hi = int(self.offsets[s]), int(self.offsets[s + 1])
+        return None if self.tagger is None else self.tagger[lo:hi]
+
+    def subset(self, songs: Sequence[int]) -> AudioCache:
+        """The cache of `songs` only, in that order."""
+        rows = np.concatenate(
+            [np.arange(self.offsets[s], self.offsets[s + 1]) for s in songs]
+        ).astype(np.int64)
+        counts = [int(self.offsets[s + 1] - self.offsets[s]) for s in songs]
+        offsets = np.cumsum([0, *counts]).astype(np.int64)
+        tagger = None if self.tagger is None else np.asarray(self.tagger[rows])
+        return AudioCache(np.asarray(self.features[rows]), np.asarray(self.masks[rows]),
+                          np.asarray(self.times[rows]), offsets, tagger)  # fmt: skip
+
+
+def concat_caches(caches: Sequence[AudioCache]) -> AudioCache:
+    """Several caches as one, their songs one after another."""
+    if len(caches) == 1:
+        return caches[0]
+    offsets = [np.asarray(caches[0].offsets)]
+    for c in caches[1:]:
+        offsets.append(np.asarray(c.offsets[1:]) + offsets[-1][-1])
+    tagged = [c.tagger for c in caches]
+    tagger = None
+    if all(t is not None for t in tagged):
+        tagger = np.concatenate([np.asarray(t) for t in tagged])  # type: ignore[arg-type]
+    return AudioCache(
+        np.concatenate([np.asarray(c.features) for c in caches]),
+        np.concatenate([np.asarray(c.masks) for c in caches]),
+        np.concatenate([np.asarray(c.times) for c in caches]),
+        np.concatenate(offsets).astype(np.int64),
+        tagger,
+    )
+
 
 def _audio_key(model: CoLLAP, paths: Sequence[Path], cap_seconds: float | None) -> str:
     fe = model.config.frontend.model_dump(mode="json")
-    raw = json.dumps([fe, model.config.audio.kind.value, cap_seconds, [str(p) for p in paths]])
+    tagger = getattr(model.audio_encoder, "tagger", None)
+    identity = None if tagger is None else tagger.identity()
+    raw = json.dumps(
+        [fe, model.config.audio.kind.value, cap_seconds, [str(p) for p in paths], identity]
+    )
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+_ARRAYS = ("features", "masks", "times", "offsets")
 
 
 def audio_cache(
@@ -61,31 +108,32 @@ def audio_cache(
     key = _audio_key(model, paths, cap_seconds)
     target = folder / f"audio-{key}"
     if (target / "offsets.npy").exists():
+        tagged = target / "tagger.npy"
         return AudioCache(
-            *(
-                np.load(target / f"{n}.npy", mmap_mode="r")
-                for n in ("features", "masks", "times", "offsets")
-            )
+            *(np.load(target / f"{n}.npy", mmap_mode="r") for n in _ARRAYS),
+            tagger=np.load(tagged, mmap_mode="r") if tagged.exists() else None,
         )
-    from indexer.decode import AudioDecoder
-
     fe = model.config.frontend
     feats: list[np.ndarray] = []
     masks: list[np.ndarray] = []
     times: list[np.ndarray] = []
+    tagger: list[np.ndarray] = []
     offsets = [0]
     model.eval()
     for i, path in enumerate(paths):
-        with AudioDecoder(str(path), fe.sample_rate) as dec:
-            wave = torch.from_numpy(np.concatenate(list(dec.chunks())))
+        wave = torch.from_numpy(read_audio(path, fe.sample_rate))
         if cap_seconds is not None:
             wave = wave[: int(cap_seconds * fe.sample_rate)]
         spans = clip_spans(wave.shape[0], fe)
         clips, valid = cut_clips(wave, spans, fe.clip_samples)
+        clips, valid = clips.to(model.device), valid.to(model.device)
         with torch.inference_mode():
-            f, m = model.audio_encoder.features(clips.to(model.device), valid.to(model.device))
+            f, m = model.audio_encoder.features(clips, valid)
+            t = model.audio_encoder.tagger_features(clips, valid)
         feats.append(f.cpu().numpy().astype(np.float16))
         masks.append(m.cpu().numpy())
+        if t is not None:
+            tagger.append(t.float().cpu().numpy().astype(np.float16))
         times.append(clip_times(spans, fe.sample_rate).numpy())
         offsets.append(offsets[-1] + len(spans))
         if (i + 1) % 100 == 0:
@@ -97,8 +145,11 @@ def audio_cache(
         "times": np.concatenate(times),
         "offsets": np.array(offsets, dtype=np.int64),
     }
-    for name, arr in arrays.items():
-        np.save(target / f"{name}.npy", arr)
+    if tagger:
+        arrays["tagger"] = np.concatenate(tagger)
+    # the offsets last: their presence marks a complete cache
+    for name in sorted(arrays, key=lambda n: n == "offsets"):
+        np.save(target / f"{name}.npy", arrays[name])
     return AudioCache(**arrays)
 
 

@@ -25,8 +25,9 @@ def _train(args: argparse.Namespace) -> int:
     from collap_model.training.train import train
 
     report = train(
-        _manifest(args.data), Path(args.out), recipe_of(args), stop_after=args.stop_after
-    )
+        [_manifest(d) for d in args.data], Path(args.out), recipe_of(args),
+        stop_after=args.stop_after,
+    )  # fmt: skip
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
     return 0
 
@@ -42,6 +43,20 @@ def _eval(args: argparse.Namespace) -> int:
     result = evaluate(model, _manifest(args.data), cache, seed=args.seed)
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return 0
+    if "clips" in result:  # clips with the texts written for them
+        sys.stdout.write(
+            f"{result['texts']} texts, {result['clips']} clips, model {result['fingerprint']}; "
+            "text->audio, a hit is any clip of the text\n"
+            f"{'scorer':<11} R@1    R@5    R@10   MedR   mAP\n"
+        )
+        for scorer in ("fusion", "tag_bridge", "random"):
+            if scorer in result:
+                m = result[scorer]
+                sys.stdout.write(
+                    f"{scorer:<11} {m['R@1']:.3f}  {m['R@5']:.3f}  {m['R@10']:.3f}  "
+                    f"{m['MedR']:<6.1f} {m['mAP']:.3f}\n"
+                )
         return 0
     sys.stdout.write(f"{result['songs']} songs, model {result['fingerprint']}\n")
     sys.stdout.write(
@@ -71,8 +86,10 @@ def _manifest(data: str) -> Path:
 
 
 def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("train", help="train a model on a dataset (folder with manifest.jsonl)")
-    p.add_argument("data", help="dataset folder or manifest.jsonl")
+    p = sub.add_parser("train", help="train a model on data sets (folders with manifest.jsonl)")
+    p.add_argument(
+        "data", nargs="+", help="data set folders or manifest.jsonl files (validation: the first)"
+    )
     p.add_argument(
         "--out", required=True, help="output folder: checkpoint, caches, resumable state"
     )

@@ -66,9 +66,11 @@ def embed_songs(model: CoLLAP, cache: AudioCache) -> ClipBatch:
     dev = model.device
     for s in range(len(cache)):
         f, m, t = cache.song(s)
+        tagger = cache.song_tagger(s)
         emb = model.audio_encoder.embed(
             torch.from_numpy(np.asarray(f, dtype=np.float32)).to(dev),
             torch.from_numpy(np.asarray(m)).to(dev),
+            None if tagger is None else torch.from_numpy(np.asarray(tagger, np.float32)).to(dev),
         )
         clips.append(emb.float().cpu())
         times.append(torch.from_numpy(np.asarray(t)))
@@ -164,11 +166,67 @@ def localisation(
     }
 
 
+@torch.inference_mode()
+def tag_bridge_scores(
+    model: CoLLAP, texts: TextCache, index: Sequence[int], cache: AudioCache
+) -> torch.Tensor | None:
+    """The training-free tag bridge (texts, songs), None for a model without a tagger: each
+    song's tag probabilities averaged over its clips and z-scored per tag over the songs
+    scored, dotted with the text's tag vector (its cosine with every tag's prompt, z-scored
+    over the tags; `TextEncoder.bridge`). No trained weight takes part."""
+    k = model.config.tag_dims
+    if not k or cache.tagger is None:
+        return None
+    tagged = np.asarray(cache.tagger[:, :k], dtype=np.float32)
+    songs = np.stack([tagged[cache.offsets[s] : cache.offsets[s + 1]].mean(axis=0)
+                      for s in range(len(cache))])  # fmt: skip
+    z = torch.from_numpy((songs - songs.mean(axis=0)) / (songs.std(axis=0) + 1e-6))
+    states = texts.states(index)
+    bridge = model.text_encoder.bridge(torch.stack(states.pooled).to(model.device))
+    assert bridge is not None
+    return bridge.float().cpu() @ z.T
+
+
+def evaluate_texts(
+    model: CoLLAP, entries: Sequence[Any], cache_dir: Path, seed: int = 0
+) -> dict[str, Any]:
+    """Text -> audio over clips made for texts (several clips may share one text; a hit is any
+    clip of that text), scored per distinct text: fusion beside the training-free tag bridge
+    and random scores. JSON: {"fusion" | "tag_bridge" | "random": {"R@1", "R@5", "R@10",
+    "MedR", "mAP"}, "texts", "clips", "fingerprint"}."""
+    cache = audio_cache(model, [e.audio_path for e in entries], cache_dir, None)
+    songs = embed_songs(model, cache)
+    texts = sorted({e.caption for e in entries})
+    column = {t: i for i, t in enumerate(texts)}
+    relevant: list[set[int]] = [set() for _ in texts]
+    for clip, e in enumerate(entries):
+        relevant[column[e.caption]].add(clip)
+    tcache = text_cache(model, texts, cache_dir)
+    index = list(range(len(texts)))
+    scores = {
+        "fusion": fusion_scores(model, tcache, index, songs),
+        "tag_bridge": tag_bridge_scores(model, tcache, index, cache),
+        "random": torch.rand(
+            len(texts), len(entries), generator=torch.Generator().manual_seed(seed)
+        ),
+    }
+    result: dict[str, Any] = {
+        name: retrieval_metrics(s, relevant) for name, s in scores.items() if s is not None
+    }
+    result.update(texts=len(texts), clips=len(entries), fingerprint=model.fingerprint)
+    return result
+
+
 def evaluate(model: CoLLAP, manifest: Path, cache_dir: Path, seed: int = 0) -> dict[str, Any]:
+    """Retrieval metrics of `model` on a manifest: a synthetic one (captions with queries and
+    timed sentences; see the module doc), or one of clips with the texts written for them
+    (no entry has queries: `evaluate_texts`)."""
     from collap_model.synth.dataset import read_manifest
 
     entries = read_manifest(manifest)
     model.eval()
+    if not any(e.queries for e in entries):
+        return evaluate_texts(model, entries, cache_dir, seed)
     songs = embed_songs(model, audio_cache(model, [e.audio_path for e in entries], cache_dir, None))
     texts = collect_texts(entries)
     tcache = text_cache(model, texts.texts, cache_dir)

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from collap_model.audio_encoder import CompactAudioEncoder
+from collap_model.audio_encoder import CompactAudioEncoder, TaggedAudioEncoder
 from collap_model.checkpoint import resolve_device, save_checkpoint
 from collap_model.config import load_preset
 from collap_model.model import CoLLAP, TrainingBatch
@@ -33,7 +34,14 @@ from collap_model.training.attributes import (
     clip_attributes,
 )
 from collap_model.training.augment import LogMelAugment
-from collap_model.training.cache import AudioCache, TextCache, audio_cache, text_cache
+from collap_model.training.cache import (
+    DATA_CACHE,
+    AudioCache,
+    TextCache,
+    audio_cache,
+    concat_caches,
+    text_cache,
+)
 from collap_model.training.evaluate import both_ways, embed_songs, fusion_scores
 
 log = logging.getLogger("collap.train")
@@ -67,16 +75,33 @@ class Data:
     captions: list[int]  # text index of each song's caption
     queries: list[list[int]]  # text indices of each song's queries
     attributes: Attributes  # per-clip targets from the manifest's sections (may have no labels)
+    first_songs: int  # songs of the first manifest (validation comes from its end)
 
 
-def prepare(model: CoLLAP, manifest: Path, cache_dir: Path) -> Data:
+def prepare(
+    model: CoLLAP,
+    manifest: Path | Sequence[Path],
+    cache_dir: Path | None = None,
+    text_dir: Path | None = None,
+) -> Data:
+    """Caches and texts of one or several manifests, their songs one after another. Each
+    manifest's audio features are cached in `cache_dir`, or beside it (DATA/.collap-cache,
+    where `collap eval` and `collap recordings` keep theirs) when None; texts in `text_dir`,
+    else `cache_dir`, else beside the first manifest."""
     from collap_model.synth.dataset import read_manifest
 
-    entries = read_manifest(manifest)
-    if len(entries) < 4:
-        raise ValueError(f"{manifest}: {len(entries)} songs; training needs at least 4")
+    manifests = [manifest] if isinstance(manifest, Path) else list(manifest)
     cap = model.config.frontend.max_seconds
-    audio = audio_cache(model, [e.audio_path for e in entries], cache_dir, cap)
+    entries = []
+    caches = []
+    for path in manifests:
+        part = read_manifest(path)
+        entries.extend(part)
+        folder = cache_dir if cache_dir is not None else path.parent / DATA_CACHE
+        caches.append(audio_cache(model, [e.audio_path for e in part], folder, cap))
+    if len(entries) < 4:
+        raise ValueError(f"{manifests[0]}: {len(entries)} songs; training needs at least 4")
+    audio = concat_caches(caches)
     texts: list[str] = []
     captions: list[int] = []
     queries: list[list[int]] = []
@@ -86,7 +111,10 @@ def prepare(model: CoLLAP, manifest: Path, cache_dir: Path) -> Data:
         queries.append(list(range(len(texts), len(texts) + len(e.queries))))
         texts.extend(e.queries)
     attributes = clip_attributes(entries, np.asarray(audio.times), np.asarray(audio.offsets))
-    return Data(audio, text_cache(model, texts, cache_dir), captions, queries, attributes)
+    text_folder = text_dir or cache_dir or manifests[0].parent / DATA_CACHE
+    tcache = text_cache(model, texts, text_folder)
+    first = len(audio) if len(manifests) == 1 else int(caches[0].offsets.shape[0] - 1)
+    return Data(audio, tcache, captions, queries, attributes, first)
 
 
 def make_batch(
@@ -99,12 +127,16 @@ def make_batch(
     """B songs with one text each, and the cache rows (M,) of the clips taken (every
     `clip_stride`-th from a random first one, and the last)."""
     feats, masks, times, counts, text_idx, rows = [], [], [], [], [], []
+    tagger: list[np.ndarray] = []
     for s in songs:
         f, m, t = data.audio.song(s)
         first = int(rng.integers(clip_stride)) if len(t) > clip_stride else 0
         keep = sorted({*range(first, len(t), clip_stride), len(t) - 1})
         rows.append(int(data.audio.offsets[s]) + np.asarray(keep, dtype=np.int64))
         f, m, t = f[keep], m[keep], t[keep]
+        song_tagger = data.audio.song_tagger(s)
+        if song_tagger is not None:
+            tagger.append(np.asarray(song_tagger[keep], dtype=np.float32))
         feats.append(np.asarray(f, dtype=np.float32))
         masks.append(np.asarray(m))
         times.append(np.asarray(t))
@@ -119,6 +151,7 @@ def make_batch(
         feature_mask=torch.from_numpy(np.concatenate(masks)),
         clip_times=torch.from_numpy(np.concatenate(times)),
         clip_counts=counts,
+        tagger=torch.from_numpy(np.concatenate(tagger)) if tagger else None,
     )
     return batch, np.concatenate(rows)
 
@@ -132,8 +165,7 @@ def lr_at(step: int, recipe: Recipe) -> float:
 
 def validate(model: CoLLAP, data: Data, songs: list[int]) -> dict[str, float]:
     model.eval()
-    sub = AudioCache(*_subset(data.audio, songs))
-    batch = embed_songs(model, sub)
+    batch = embed_songs(model, data.audio.subset(songs))
     idx = [q for s in songs for q in data.queries[s]] or [data.captions[s] for s in songs]
     owner = [i for i, s in enumerate(songs) for _ in (data.queries[s] or [0])]
     metrics = both_ways(fusion_scores(model, data.texts, idx, batch), owner)["text_to_audio"]
@@ -141,19 +173,11 @@ def validate(model: CoLLAP, data: Data, songs: list[int]) -> dict[str, float]:
     return metrics
 
 
-def _subset(
-    cache: AudioCache, songs: list[int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    parts = [cache.song(s) for s in songs]
-    offsets = np.cumsum([0] + [len(p[2]) for p in parts]).astype(np.int64)
-    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-            np.concatenate([p[2] for p in parts]), offsets)  # fmt: skip
-
-
 def train(
-    manifest: Path, out: Path, recipe: Recipe, stop_after: int | None = None
+    manifest: Path | Sequence[Path], out: Path, recipe: Recipe, stop_after: int | None = None
 ) -> dict[str, Any]:
-    """Train (or resume) into `out`; returns the validation history and timings.
+    """Train (or resume) into `out` on one or several manifests (validation songs are the
+    last `val_songs` of the first); returns the validation history and timings.
 
     stop_after: run at most this many steps now (the state is saved), to continue later.
     """
@@ -163,13 +187,22 @@ def train(
     # from the preset's architecture with a seeded initialisation, never from shipped weights:
     # the recipe reproduces them from nothing
     model = CoLLAP(load_preset(recipe.preset)).to(resolve_device(recipe.device))
-    data = prepare(model, manifest, out / "cache")
+    model.prepare_new()
+    # audio features beside each data set (shared with `collap recordings` and `collap eval`),
+    # the texts of this run in its own folder
+    data = prepare(model, manifest, None, out / "cache")
     n = len(data.audio)
-    val = list(range(n - min(recipe.val_songs, n // 5), n))
-    train_songs = list(range(val[0])) if val else list(range(n))
+    first = data.first_songs
+    val = list(range(first - min(recipe.val_songs, first // 5), first))
+    train_songs = [s for s in range(n) if s not in set(val)]
+    encoder = model.audio_encoder
+    if isinstance(encoder, TaggedAudioEncoder) and data.audio.tagger is not None:
+        # z-scores of the tagger's outputs, from the training clips (stored with the weights)
+        rows = data.audio.subset(train_songs).tagger
+        assert rows is not None
+        encoder.set_statistics(torch.from_numpy(np.asarray(rows, dtype=np.float32)))
     head = AttributeHead(model.config.embed_dim, len(data.attributes.labels)).to(model.device)
     use_attributes = recipe.attribute_weight > 0 and bool(data.attributes.known.any())
-    encoder = model.audio_encoder
     augment = (
         LogMelAugment(encoder.logmel, model.sample_rate)
         if recipe.augment and isinstance(encoder, CompactAudioEncoder)
