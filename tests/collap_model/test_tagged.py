@@ -1,0 +1,98 @@
+"""The tagged audio encoder and the text side's tag bridge (collap-tagger and presets like it)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from collap_model import load_model, save_checkpoint
+from collap_model.config import load_preset
+from collap_model.model import CoLLAP
+from collap_model.registry import shipped_weights_dir
+from collap_model.tagger.labels import LABELS
+from tests.conftest import tone
+
+
+@pytest.fixture(scope="module")
+def tagged() -> CoLLAP:
+    return load_model("collap-tagger", device="cpu")
+
+
+def test_clips_carry_tags_and_their_z_scores(tagged: CoLLAP) -> None:
+    emb = tagged.encode_audio(tone(32.0, 330.0), 16_000)
+    k = tagged.config.tag_dims
+    assert tagged.tag_names == LABELS["MTT_musicnn"] + LABELS["MSD_musicnn"]
+    assert emb.tags is not None and emb.tags.shape == (emb.clips.shape[0], k) == (6, 100)
+    assert bool(((emb.tags >= 0) & (emb.tags <= 1)).all())
+    enc = tagged.audio_encoder
+    z = (emb.tags - enc.tag_mean) / enc.tag_std
+    tag_block = torch.sin(enc.theta) * F.normalize(z, dim=-1)
+    assert torch.allclose(emb.clips[:, -k:], tag_block, atol=1e-4)
+    assert torch.allclose(emb.clips.norm(dim=-1), torch.ones(6), atol=1e-5)
+
+
+def test_encode_clips_gives_the_tags_of_encode_audio(tagged: CoLLAP) -> None:
+    wave = tone(10.0, 440.0)
+    whole = tagged.encode_audio(wave, 16_000)
+    out = tagged.encode_clips(wave[None], torch.tensor([wave.shape[0]]))
+    assert out.tags is not None and whole.tags is not None
+    assert torch.allclose(out.tags, whole.tags) and torch.allclose(out.embeddings, whole.clips)
+
+
+def test_bridge_points_a_text_at_the_tags_it_names(tagged: CoLLAP) -> None:
+    text = tagged.encode_text(["solo piano", "heavy metal with distorted guitars", "glockenspiel"])
+    assert text.tags is not None and text.tags.shape == (3, 100)
+    assert torch.allclose(text.tags.norm(dim=-1), torch.ones(3), atol=1e-5)
+    names = tagged.tag_names
+    top = [{names[int(i)] for i in row.topk(3).indices} for row in text.tags]
+    assert "piano" in top[0] and "solo" in top[0]
+    assert top[1] & {"metal", "heavy metal"}
+    assert bool(torch.isfinite(text.tags[2]).all())  # a word no tag names still gives a vector
+
+
+def test_bridge_joins_the_text_vector_through_the_pattern_choice(tagged: CoLLAP) -> None:
+    """v_h = Σ_l β_l π_lh u_l + γ π̄_h [0 ; b] (fusion.py): the bridge adds exactly γ π̄_h b to
+    the tag block of each pattern's vector and nothing elsewhere."""
+    text = tagged.encode_text(["quiet piano piece", "loud rock"])
+    assert text.tags is not None
+    with torch.inference_mode():
+        with_bridge, pi_bar = tagged.fusion.text_vectors(text)
+        without, _ = tagged.fusion.text_vectors(replace(text, tags=None))
+        expected = tagged.fusion.bridge_gain * pi_bar[..., None] * text.tags[:, None, :]
+    k = tagged.config.tag_dims
+    added = with_bridge - without
+    assert torch.allclose(added[..., :-k], torch.zeros_like(added[..., :-k]))
+    assert torch.allclose(added[..., -k:], expected, atol=1e-6)
+
+
+def test_checkpoint_references_the_tagger_and_stores_what_training_sets(
+    tagged: CoLLAP, tmp_path: Path
+) -> None:
+    out = save_checkpoint(tagged, tmp_path / "ckpt")
+    state = load_file(str(out / "model.safetensors"))
+    assert not any(k.startswith("audio_encoder.tagger.") for k in state)
+    assert {"text_encoder.tag_prompts", "audio_encoder.tag_mean", "audio_encoder.theta"} <= set(
+        state
+    )
+    loaded = load_model(out, device="cpu")
+    assert loaded.fingerprint == tagged.fingerprint
+    wave = tone(15.0, 392.0)
+    assert torch.equal(
+        loaded.encode_audio(wave, 16_000).clips, tagged.encode_audio(wave, 16_000).clips
+    )
+
+
+def test_models_without_a_tagger_keep_their_fingerprint() -> None:
+    """Fields added for the tagger must not change what older presets hash."""
+    shipped = shipped_weights_dir("collap-mini")
+    assert shipped is not None
+    mini = load_model("collap-mini", device="cpu")
+    recorded = (shipped / "config.json").read_text()
+    assert mini.fingerprint in recorded
+    assert mini.tag_names == () and mini.encode_audio(tone(5.0, 440.0), 16_000).tags is None
+    assert "tagger" not in load_preset("collap-mini").architecture()["audio"]
