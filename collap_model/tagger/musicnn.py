@@ -31,7 +31,7 @@ and reduced once, instead of passing through ReLU, the affine and the max one af
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,7 @@ PATCH_FRAMES = 187  # 3 s: the length musicnn was trained on
 PATCH_SAMPLES = (PATCH_FRAMES - 1) * HOP  # samples whose centred frames make one patch
 BN_EPS = 1e-3
 PENULTIMATE = 200
+_PATCH_CHUNK = 8  # patches per timbral matrix product: bounds its window matrix (~24 MB)
 
 
 class MusicnnMel(nn.Module):
@@ -110,7 +111,12 @@ class BatchNorm(nn.Module):
 
 class MaxOverFrequency(nn.Module):
     """BN(ReLU(conv(x))) reduced by max over frequency, computed as the module doc explains:
-    x (B, 1, T', 96) -> (B, C, T)."""
+    x (B, T', 96) -> (B, C, T), for a conv of kernel (time k_t, frequency k_f) on one channel.
+
+    The conv itself runs as one matrix product over every (time, frequency) window, in chunks
+    of patches: a timbral kernel (7 x 38) then has 266 inputs per output, a shape matrix units
+    (and bfloat16 ones, where the CPU has them) handle far better than a one-channel conv.
+    Temporal kernels (k x 1) go through `temporal_peaks`, all three in one product."""
 
     def __init__(self, channels: int, kernel: tuple[int, int]) -> None:
         super().__init__()
@@ -120,11 +126,51 @@ class MaxOverFrequency(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         scale, shift = self.bn.affine()
         sign = torch.where(scale < 0, -1.0, 1.0)  # (C,)
-        weight = self.conv.weight * sign[:, None, None, None]
-        if x.is_contiguous(memory_format=torch.channels_last):
-            weight = weight.contiguous(memory_format=torch.channels_last)
-        peak = F.conv2d(x, weight, self.conv.bias * sign).amax(dim=3).float()  # (B, C, T)
+        weight = self.conv.weight * sign[:, None, None, None]  # (C, 1, k_t, k_f)
+        bias = self.conv.bias * sign
+        k_t, k_f = self.conv.kernel_size
+        flat = weight.flatten(1).T  # (k_t·k_f, C)
+        parts = []
+        for chunk in x.split(_PATCH_CHUNK):
+            windows = chunk.unfold(1, k_t, 1).unfold(2, k_f, 1)  # (b, T, F', k_t, k_f)
+            n, t, f = windows.shape[:3]
+            out = windows.reshape(n * t * f, k_t * k_f) @ flat.to(windows.dtype)  # (·, C)
+            parts.append(out.view(n, t, f, -1).amax(dim=2))  # (b, T, C)
+        peak = (torch.cat(parts).float() + bias).transpose(1, 2)  # (B, C, T)
         return scale[:, None] * F.relu(peak * sign[:, None]) + shift[:, None]
+
+
+def temporal_peaks(blocks: Sequence[MaxOverFrequency], x: Tensor) -> Tensor:
+    """The temporal blocks (kernels k x 1, TensorFlow 'same' in time) at once: x (B, T, 96) ->
+    (B, ΣC, T). Their kernels sit in one window of the longest k, each placed where its own
+    'same' padding puts it ((k - 1) // 2 before the output frame), so one matrix product over
+    the bands' time windows computes all of them (the shorter kernels padded with zeros)."""
+    k_max = max(b.conv.kernel_size[0] for b in blocks)
+    before = (k_max - 1) // 2
+    kernels, biases, signs, scales, shifts = [], [], [], [], []
+    for block in blocks:
+        k = block.conv.kernel_size[0]
+        scale, shift = block.bn.affine()
+        sign = torch.where(scale < 0, -1.0, 1.0)  # as in MaxOverFrequency
+        lead = before - (k - 1) // 2
+        kernels.append(
+            F.pad(block.conv.weight[:, 0, :, 0] * sign[:, None], (lead, k_max - k - lead))
+        )
+        biases.append(block.conv.bias * sign)
+        signs.append(sign)
+        scales.append(scale)
+        shifts.append(shift)
+    kernel = torch.cat(kernels).T  # (k_max, ΣC)
+    padded = F.pad(x, (0, 0, before, k_max - 1 - before))  # (B, T + k_max - 1, 96)
+    parts = []
+    for chunk in padded.split(_PATCH_CHUNK // 2):
+        windows = chunk.unfold(1, k_max, 1)  # (b, T, 96, k_max)
+        n, t, bands = windows.shape[:3]
+        out = windows.reshape(-1, k_max) @ kernel.to(windows.dtype)  # (b·T·96, ΣC)
+        parts.append(out.view(n, t, bands, -1).amax(dim=2))  # (b, T, ΣC)
+    peak = (torch.cat(parts).float() + torch.cat(biases)).transpose(1, 2)  # (B, ΣC, T)
+    sign = torch.cat(signs)[:, None]
+    return torch.cat(scales)[:, None] * F.relu(peak * sign) + torch.cat(shifts)[:, None]
 
 
 class MidEnd(nn.Module):
@@ -158,16 +204,14 @@ class Musicnn(nn.Module):
         self.out = nn.Linear(PENULTIMATE, len(labels))
 
     def forward(self, patches: Tensor, fast: bool = False) -> tuple[Tensor, Tensor]:
+        """`fast`: the convolutions in the autocast dtype the caller set (`fast_precision`)."""
         scale, shift = self.input_bn.affine()
-        x = patches[:, None].float() * scale + shift  # (B, 1, T, 96)
-        layout = torch.channels_last if fast else torch.contiguous_format
-        padded = F.pad(x, (0, 0, 3, 3)).contiguous(memory_format=layout)
+        x = patches.float() * scale + shift  # (B, T, 96)
+        if fast and torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        padded = F.pad(x, (0, 0, 3, 3))  # time 3/3
         feats = [block(padded) for block in self.timbral]  # 2 x (B, 204, T)
-        for block in self.temporal:
-            k = block.conv.kernel_size[0]
-            # TensorFlow's 'same': (k - 1) // 2 before, the rest after
-            same = F.pad(x, (0, 0, (k - 1) // 2, k - 1 - (k - 1) // 2))
-            feats.append(block(same.contiguous(memory_format=layout)))  # (B, 51, T)
+        feats.append(temporal_peaks(list(self.temporal), x))  # (B, 3·51, T)
         front = torch.cat(feats, dim=1).float()  # (B, 561, T)
         c1 = self.midend[0](front)
         c2 = self.midend[1](c1) + c1
