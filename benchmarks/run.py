@@ -27,6 +27,7 @@ BENCHMARKS = {
     "workers": "benchmarks.workers",
     "ceiling": "benchmarks.ceiling",
     "page": "benchmarks.page",
+    "tagger": "benchmarks.tagger",
 }
 OUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = """# Benchmarks
