@@ -49,6 +49,7 @@ from indexer.pipeline import (
     assemble_point,
     detach_path,
     merge_roots,
+    record_failure,
 )
 from indexer.plan import plan_changes
 from indexer.scan import CatalogFile, content_hash, resolve_roots, scan
@@ -471,9 +472,12 @@ class StoreStage:
             files += len(p["point"]["payload"]["files"])
         n_failed = 0
         for f in failed:
-            for cf in f["files"]:
-                failures.record(file_of(cf), str(f["digest"]), str(f["reason"]))
-                n_failed += 1
+            files_failed = [file_of(cf) for cf in f["files"]]
+            # a message queued by a version without "replaces": the next plan detaches them
+            replaces = dict(f.get("replaces") or {})
+            digest, reason = str(f["digest"]), str(f["reason"])
+            record_failure(store, target, failures, files_failed, digest, reason, replaces)
+            n_failed += len(files_failed)
             log.info("failed: %s: %s", f["files"][0]["path"], f["reason"])
         digests = [str(p["digest"]) for p in points] + [str(f["digest"]) for f in failed]
         self.claims(target).release(digests)
@@ -539,7 +543,7 @@ class StoreStage:
 @dataclass
 class EmbedResult:
     points: list[dict[str, Any]]  # {"digest", "point": TrackPoint as a dict, "replaces"}
-    failed: list[dict[str, Any]]  # {"digest", "files", "reason"}
+    failed: list[dict[str, Any]]  # {"digest", "files", "reason", "replaces"}
 
 
 @dataclass
@@ -635,7 +639,8 @@ def _drop(queue: list[tuple[int, int, int, np.ndarray]], tracks: dict[int, _Trac
 
 
 def _failure(job: EmbedJob, reason: str) -> dict[str, Any]:
-    return {"digest": job.digest, "files": [file_msg(f) for f in job.files], "reason": reason}
+    files = [file_msg(f) for f in job.files]
+    return {"digest": job.digest, "files": files, "reason": reason, "replaces": job.replaces}
 
 
 class LazyModel:

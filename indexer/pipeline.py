@@ -309,9 +309,13 @@ class IndexRun:
         detach_path(self.store, self.target, pid, path)
 
     def _fail(self, job: _Job, reason: str) -> None:
-        for f in job.files:
-            self.failures.record(f, job.digest, reason)
-            self.summary.failed += 1
+        replaces = {
+            f.path: self._replaces.pop(f.path) for f in job.files if f.path in self._replaces
+        }
+        record_failure(
+            self.store, self.target, self.failures, job.files, job.digest, reason, replaces
+        )
+        self.summary.failed += len(job.files)
         log.info("failed: %s: %s", job.files[0].path, reason)
 
     def _tick(self) -> None:
@@ -344,6 +348,27 @@ def apply_bookkeeping(store: Store, target: str, failures: FailureLog, plan: Pla
     for f in plan.touched_failures:
         failures.touch(f)
     failures.remove(plan.cleared_failures)
+
+
+def record_failure(
+    store: Store,
+    target: str,
+    failures: FailureLog,
+    files: Sequence[CatalogFile],
+    digest: str,
+    reason: str,
+    replaces: dict[str, str],
+) -> None:
+    """Log files whose new content gave no usable audio, and take them off the points of their
+    old content (`replaces`: path -> point id): a file that no longer decodes must not keep
+    answering queries with its old track. Logged first: a run stopped in between leaves a
+    failure beside the old track, which the next plan detaches (plan_changes)."""
+    for f in files:
+        failures.record(f, digest, reason)
+    for f in files:
+        old = replaces.get(f.path)
+        if old is not None:
+            detach_path(store, target, old, f.path)
 
 
 def detach_path(store: Store, target: str, pid: str, path: str) -> None:

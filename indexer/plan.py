@@ -77,18 +77,25 @@ def plan_changes(
         seen.add(f.path)
         pid = owner.get(f.path)
         stored = next((x for x in files_of[pid] if x.path == f.path), None) if pid else None
+        failed = failures.get(f.path)
         if stored is not None and stored.size == f.size and stored.mtime_ns == f.mtime_ns:
             plan.unchanged += 1
+            if failed is not None:  # the track is what the file holds now: the failure is old
+                plan.cleared_failures.append(f.path)
             continue
-        failed = failures.get(f.path)
+        # a path never stays both failed and indexed: a failure that still describes the file
+        # takes it off its old track (a run stopped between logging the one and detaching the
+        # other, or an index written before failures detached)
         if failed is not None and failed.size == f.size and failed.mtime_ns == f.mtime_ns:
             plan.skipped_failed += 1
+            detach(f.path)
             continue
         digest = hasher(f.path)
         if failed is not None:
             if failed.content_hash == digest:
                 plan.touched_failures.append(f)
                 plan.skipped_failed += 1
+                detach(f.path)
                 continue
             plan.cleared_failures.append(f.path)
         target = by_hash.get(digest)

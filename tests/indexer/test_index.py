@@ -273,3 +273,158 @@ def test_status_while_another_process_owns_the_store(tmp_path: Path, settings: S
         holder.kill()
         holder.wait()
     assert service.status(settings)["live"] is False
+
+
+def assert_index_agrees_with_failures(settings: Settings, root: Path) -> None:
+    """Every file under `root` is on exactly one track, holding its current content, or in the
+    failure log; nothing else is on a track or in the log."""
+    from indexer.scan import content_hash
+
+    pts = points(settings)
+    indexed = paths_of(pts)
+    failed = sorted(f.path for f in service.list_failures(settings))
+    on_disk = sorted(str(p) for p in root.rglob("*") if p.is_file())
+    assert len(indexed) == len(set(indexed)), "a path is on two tracks"
+    assert not set(indexed) & set(failed), "a path is both indexed and failed"
+    assert sorted(indexed + failed) == on_disk
+    for p in pts.values():
+        for f in p["files"]:
+            assert content_hash(f["path"]) == p["content_hash"], f["path"]
+
+
+def test_files_that_break_leave_the_index(tmp_path: Path, settings: Settings, index: Index) -> None:
+    """Issue 20.1 as reported: three indexed files emptied, overwritten with text, truncated."""
+    music = tmp_path / "music"
+    a, b, c = (write_audio(music / f"{n}.flac", 20.0, seed=i) for i, n in enumerate("abc"))
+    assert index(settings, music).indexed == 3
+    a.write_bytes(b"")  # : > a.flac
+    b.write_text("hello, this is text\n")
+    with c.open("r+b") as fh:  # truncate -s 50000 c.flac
+        fh.truncate(50_000)
+    first = index(settings, music)
+    assert (first.indexed, first.failed) == (0, 3)
+    again = index(settings, music)
+    assert (again.indexed, again.failed, again.skipped_failed) == (0, 0, 3)
+    assert points(settings) == {}
+    info = service.status(settings)
+    assert (info["tracks"], info["failures"]) == (0, 3)
+    assert_index_agrees_with_failures(settings, music)
+
+
+def test_a_broken_copy_keeps_the_track_of_the_good_one(
+    tmp_path: Path, settings: Settings, index: Index
+) -> None:
+    music = tmp_path / "music"
+    good = write_audio(music / "good.flac", 6.0, seed=1, rate=16_000, channels=1)
+    shutil.copy(good, music / "copy.flac")
+    index(settings, music)
+    (music / "copy.flac").write_bytes(b"junk" * 100)
+    index(settings, music)
+    (track,) = points(settings).values()
+    assert [f["path"] for f in track["files"]] == [str(good)]
+    assert_index_agrees_with_failures(settings, music)
+
+
+def test_a_file_that_breaks_during_the_run_leaves_the_index(
+    tmp_path: Path, settings: Settings, model: CoLLAP
+) -> None:
+    music = tmp_path / "music"
+    song = write_audio(music / "song.flac", 6.0, seed=1, rate=16_000, channels=1)
+    handle = ModelHandle(settings, model=model)
+    service.index(settings, [music], model=handle)
+    write_audio(song, 7.0, seed=2, rate=16_000, channels=1)  # changed: planned for embedding
+
+    class BreakIt:
+        """Progress that empties the file after the plan, before it is decoded."""
+
+        def start(self, files: int) -> None:
+            song.write_bytes(b"")
+
+        def update(self, files_done: int, audio_seconds: float) -> None: ...
+
+        def finish(self) -> None: ...
+
+    summary = service.index(settings, [music], model=handle, progress=BreakIt())
+    assert (summary.indexed, summary.failed) == (0, 1)
+    assert points(settings) == {}
+    assert_index_agrees_with_failures(settings, music)
+    write_audio(song, 5.0, seed=3, rate=16_000, channels=1)  # repaired
+    assert service.index(settings, [music], model=handle).indexed == 1
+    assert_index_agrees_with_failures(settings, music)
+
+
+def test_an_index_that_disagrees_with_the_failure_log_is_repaired(
+    tmp_path: Path, settings: Settings, index: Index
+) -> None:
+    """A run stopped between recording a failure and detaching the file's old track (or one
+    by a version that did not detach) left both; the next run takes the track off."""
+    from indexer.scan import CatalogFile, content_hash
+
+    music = tmp_path / "music"
+    song = write_audio(music / "song.flac", 6.0, seed=1, rate=16_000, channels=1)
+    index(settings, music)
+    song.write_text("not audio any more\n")
+    st = song.stat()
+    log = service.failure_log(settings)
+    try:
+        log.record(
+            CatalogFile(str(song), str(music), st.st_size, st.st_mtime_ns),
+            content_hash(str(song)),
+            "not audio",
+        )
+    finally:
+        log.close()
+    assert len(points(settings)) == 1  # the disagreement
+    run = index(settings, music)
+    assert (run.indexed, run.failed, run.skipped_failed) == (0, 0, 1)
+    assert points(settings) == {}
+    assert_index_agrees_with_failures(settings, music)
+
+
+@pytest.mark.slow
+def test_index_and_failure_log_agree_after_any_sequence_of_changes(
+    tmp_path: Path, settings: Settings, index: Index
+) -> None:
+    """Seeded random changes to a few files (good audio, some of it shared, empty, text,
+    truncated, copied, deleted, touched), a run after every three."""
+    import random
+
+    rng = random.Random(20)
+    music = tmp_path / "music"
+    names = [music / f"{n}.flac" for n in "abcde"]
+
+    def good(path: Path) -> None:  # four contents, so paths share some
+        write_audio(path, 3.0, seed=rng.randrange(4), rate=16_000, channels=1)
+
+    def truncated(path: Path) -> None:
+        good(path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+
+    def copied(path: Path) -> None:
+        others = [p for p in names if p.exists() and p != path]
+        if others:
+            shutil.copy(rng.choice(others), path)
+
+    def touched(path: Path) -> None:
+        if path.exists():
+            os.utime(path, ns=(rng.randrange(10**18), rng.randrange(10**18)))
+
+    changes: list[Callable[[Path], None]] = [
+        good,
+        good,
+        lambda p: p.write_bytes(b""),
+        lambda p: p.write_text("text, not audio\n" * rng.randrange(1, 50)),
+        truncated,
+        copied,
+        lambda p: p.unlink(missing_ok=True),
+        touched,
+    ]
+    for p in names:
+        good(p)
+    index(settings, music)
+    assert_index_agrees_with_failures(settings, music)
+    for _ in range(6):
+        for _ in range(3):
+            rng.choice(changes)(rng.choice(names))
+        index(settings, music)
+        assert_index_agrees_with_failures(settings, music)

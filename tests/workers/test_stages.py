@@ -162,6 +162,33 @@ def test_content_queued_by_another_plan_is_deferred_then_joins_without_embedding
         stage.close()
 
 
+def test_a_file_that_breaks_leaves_the_index_through_the_stages(
+    private_redis: RedisServer, tmp_path: Path, model
+) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(tmp_path, private_redis).model_copy(update={"collection": "breaks"})
+    music = tmp_path / "music"
+    song = write_audio(music / "song.flac", 4.0, seed=1, rate=16_000, channels=1)
+    client = distributed.redis_client(settings.broker_url)
+    stage = distributed.StoreStage(settings, client, ModelHandle(settings, model=model))
+
+    def run(token: str) -> None:
+        plan = stage.plan(distributed.scan_request(settings, [music]), token=token)
+        for batch in plan.batches:
+            done = distributed.embed_jobs(model, plan.fingerprint, batch, settings)
+            stage.store(plan.target, done.points, done.failed)
+
+    try:
+        run("plan-1")
+        assert [r["paths"] for r in stage.records()] == [[str(song)]]
+        song.write_text("not audio any more\n")
+        run("plan-2")
+        assert stage.records() == []
+        _, failures = stage.open()
+        assert [f.path for f in failures.all()] == [str(song)]
+    finally:
+        stage.close()
+
+
 def test_watcher_reports_files_once_settled_and_deletions(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     kept = write_audio(inbox / "kept.wav", 1.0, rate=16_000, channels=1)
