@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -114,6 +114,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     from indexer.search import QueryError, parse_filters
 
     settings = _settings()
+    _check_limit(args.limit, settings)
     where = parse_filters(args.filter)  # a bad filter fails before the model loads
     if not args.text.strip():
         raise QueryError("the query is empty")
@@ -138,6 +139,7 @@ def _cmd_similar(args: argparse.Namespace) -> int:
     from indexer.store.base import point_id
 
     settings = _settings()
+    _check_limit(args.limit, settings)
     target = args.track
     try:
         track_id: str | None = str(uuid.UUID(target))
@@ -159,6 +161,32 @@ def _cmd_similar(args: argparse.Namespace) -> int:
     hits = service.find(settings, here, through_owner, on_wait=_waiting(settings))
     _print_hits(hits, args.json)
     return 0
+
+
+def _check_limit(limit: int, settings: Any) -> None:
+    """--limit within what the API allows (INDEXER_MAX_LIMIT), before anything loads."""
+    from indexer.search import QueryError
+
+    if not 1 <= limit <= settings.max_limit:
+        shown = str(limit) if len(str(limit)) <= 12 else f"{str(limit)[:12]}..."
+        raise QueryError(
+            f"--limit must be 1..{settings.max_limit} (INDEXER_MAX_LIMIT), got {shown}"
+        )
+
+
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in low..high (a huge one would overflow deep inside)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low}..{high}")
+        return value
+
+    return parse
 
 
 def _print_hits(hits: list[dict[str, Any]], as_json: bool) -> None:
@@ -303,7 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_failures)
     p = sub.add_parser("query", help="search the index with free text")
     p.add_argument("text", help='e.g. "slow intro building to a chorus"')
-    p.add_argument("--limit", type=int, default=10, help="hits to show (default 10)")
+    p.add_argument(
+        "--limit", type=int, default=10, help="hits to show (default 10; at most INDEXER_MAX_LIMIT)"
+    )
     p.add_argument(
         "--filter",
         action="append",
@@ -321,14 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_similar)
     p = sub.add_parser("serve", help="the HTTP API (search, similar, tracks, health, metrics)")
     p.add_argument("--host", help="bind address (default INDEXER_HOST, 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default INDEXER_PORT, 8000)")
+    p.add_argument("--port", type=_bounded(0, 65535), help="port (default INDEXER_PORT, 8000)")
     p.set_defaults(func=_cmd_serve)
     p = sub.add_parser("queue", help="queue catalog scans for the workers (and register them)")
     p.add_argument("paths", nargs="+", help="catalog folders")
     p.set_defaults(func=_cmd_queue)
     p = sub.add_parser("worker", help="start a Celery worker for some stages (queues)")
     p.add_argument("--queues", default="scan,embed,store", help="comma-separated: scan,embed,store")
-    p.add_argument("--concurrency", type=int, default=None, help="worker processes")
+    p.add_argument("--concurrency", type=_bounded(1, 1024), default=None, help="worker processes")
     p.set_defaults(func=_cmd_worker)
     p = sub.add_parser("beat", help="rescan the registered catalogs on the settings' schedule")
     p.set_defaults(func=_cmd_beat)

@@ -27,7 +27,9 @@ import numpy as np
 
 from indexer.store.base import (
     CLIP_VECTORS,
+    DURATION_MAX,
     FIRST_STAGE,
+    YEAR_MAX,
     Candidate,
     Store,
     StoredTrack,
@@ -144,6 +146,8 @@ def _range(value: str, convert: Any, item: str) -> tuple[Any, Any]:
             return exact, exact
         lo = convert(low) if low.strip() else None
         hi = convert(high) if high.strip() else None
+    except _OutOfRange as err:
+        raise QueryError(f"bad filter {item!r}: {err}") from None
     except ValueError:
         raise QueryError(f"bad filter {item!r}: not a number or range (a..b)") from None
     if lo is None and hi is None:
@@ -153,20 +157,27 @@ def _range(value: str, convert: Any, item: str) -> tuple[Any, Any]:
     return lo, hi
 
 
+class _OutOfRange(ValueError):
+    pass
+
+
 def _year(text: str) -> int:
-    return int(text.strip())
+    year = int(text.strip())
+    if not 0 <= year <= YEAR_MAX:
+        raise _OutOfRange(f"a year is 0..{YEAR_MAX}")
+    return year
 
 
 def _seconds(text: str) -> float:
-    """'95', '95.5' or '1:35' -> seconds."""
+    """'95', '95.5' or '1:35' -> seconds (finite, 0..DURATION_MAX: nan and inf are refused)."""
     parts = text.strip().split(":")
     if len(parts) > 2:
         raise ValueError(text)
     seconds = float(parts[-1])
     if len(parts) == 2:
         seconds += 60 * int(parts[0])
-    if seconds < 0:
-        raise ValueError(text)
+    if not 0 <= seconds <= DURATION_MAX:  # false for nan too
+        raise _OutOfRange(f"a duration is a finite number of seconds, 0..{DURATION_MAX:.0f}")
     return seconds
 
 

@@ -12,7 +12,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from indexer.settings import Settings
-from indexer.store.base import TrackFilter
+from indexer.store.base import DURATION_MAX, YEAR_MAX, TrackFilter
 
 Tag = Annotated[str, Field(min_length=1, max_length=512)]
 EXPLAIN = "each hit also lists every clip's weight and similarity (`clips`), in time order"
@@ -21,15 +21,17 @@ EXPLAIN = "each hit also lists every clip's weight and similarity (`clips`), in 
 class Filters(BaseModel):
     """First-stage conditions; every field is optional and they combine with AND."""
 
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinities are refused here too, not only by the app's strict JSON reading: a
+    # NaN range panics inside Qdrant Edge
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     artist: Tag | None = Field(None, description="exact artist tag")
     album: Tag | None = Field(None, description="exact album tag")
     genre: Tag | None = Field(None, description="exact genre tag")
-    year_min: int | None = Field(None, ge=0, le=9999)
-    year_max: int | None = Field(None, ge=0, le=9999)
-    duration_min: float | None = Field(None, ge=0, le=1e6, description="seconds")
-    duration_max: float | None = Field(None, ge=0, le=1e6, description="seconds")
+    year_min: int | None = Field(None, ge=0, le=YEAR_MAX)
+    year_max: int | None = Field(None, ge=0, le=YEAR_MAX)
+    duration_min: float | None = Field(None, ge=0, le=DURATION_MAX, description="seconds")
+    duration_max: float | None = Field(None, ge=0, le=DURATION_MAX, description="seconds")
     folder: str | None = Field(
         None,
         min_length=1,

@@ -18,6 +18,7 @@ Schema (one point per track, see ARCHITECTURE.md):
 from __future__ import annotations
 
 import base64
+import math
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -110,9 +111,19 @@ def folders_of(paths: Sequence[str]) -> list[str]:
     return sorted(out, key=lambda d: (len(d), d))
 
 
+# the values a filter may hold (the CLI and the API refuse others at parse time, with these)
+YEAR_MAX = 9999
+DURATION_MAX = 1e6  # seconds
+
+
 @dataclass(frozen=True)
 class TrackFilter:
-    """Conditions on the payload for the first stage; None means no condition."""
+    """Conditions on the payload for the first stage; None means no condition.
+
+    Bounds must be finite: a NaN range panics inside Qdrant Edge, so one is refused here
+    (ValueError) whatever built the filter; the CLI and the API refuse it earlier with a
+    message (indexer.search.parse_filters, indexer.api.schemas.Filters).
+    """
 
     artist: str | None = None  # exact match, as tagged
     album: str | None = None
@@ -122,6 +133,12 @@ class TrackFilter:
     duration_min: float | None = None  # seconds, inclusive
     duration_max: float | None = None
     folder: str | None = None  # absolute folder: tracks with a file under it
+
+    def __post_init__(self) -> None:
+        for name in ("year_min", "year_max", "duration_min", "duration_max"):
+            value = getattr(self, name)
+            if value is not None and not _finite(value):
+                raise ValueError(f"filter {name} must be a finite number, not {value}")
 
     def is_empty(self) -> bool:
         return all(v is None for v in vars(self).values())
@@ -143,6 +160,13 @@ class TrackFilter:
             for k, lo, hi in bounds
             if lo is not None or hi is not None
         ]
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float range: the store's conditions are floats
+        return False
 
 
 @dataclass(frozen=True)

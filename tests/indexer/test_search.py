@@ -140,6 +140,21 @@ def test_parse_filters() -> None:
     for bad in ("artist", "mood=happy", "year=soon", "year=2000..1990", "duration=..", "genre="):
         with pytest.raises(QueryError):
             parse_filters([bad])
+    # non-finite and out-of-range numbers are refused at parse time (a NaN range panicked
+    # inside Qdrant Edge; a huge year overflowed on its way to a float)
+    for bad in ("duration=nan", "duration=nan..inf", "duration=..inf", "duration=-inf..",
+                "duration=1:nan", "duration=1e400", "duration=2e6", "year=10000",
+                "year=99999999999999999999..", "year=-1"):  # fmt: skip
+        with pytest.raises(QueryError, match=r"finite|0\.\."):
+            parse_filters([bad])
+
+
+def test_the_store_refuses_non_finite_filters(searcher: Searcher) -> None:
+    """Whatever builds a filter, a NaN or an infinity never reaches Qdrant Edge (it panics)."""
+    for bad in ({"duration_min": float("nan")}, {"duration_max": float("inf")},
+                {"year_min": 10**400}):  # fmt: skip
+        with pytest.raises(ValueError, match="finite"):
+            TrackFilter(**bad)  # type: ignore[arg-type]
 
 
 def test_segments_merge_neighbouring_heavy_clips() -> None:
@@ -257,6 +272,11 @@ def test_cli_similar(search_catalog: SearchCatalog) -> None:
         (["query", ""], "the query is empty"),
         (["query", "piano", "--filter", "mood=sad"], "unknown filter 'mood'"),
         (["query", "piano", "--filter", "year=later"], "not a number"),
+        (["query", "piano", "--filter", "duration=nan"], "finite"),
+        (["query", "piano", "--filter", "duration=nan..inf"], "finite"),
+        (["query", "piano", "--limit", "99999999999999999999"], "--limit must be 1..100"),
+        (["query", "piano", "--limit", "0"], "--limit must be 1..100"),
+        (["similar", "00000000-0000-0000-0000-000000000000", "--limit", "1000"], "--limit"),
         (["similar", "/no/such/file.mp3"], "neither a track id nor an audio file"),
     ],
 )
@@ -273,3 +293,18 @@ def test_cli_empty_index(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = cli(settings, "query", "piano")
     assert out.returncode == 2
     assert out.stderr == "indexer: error: the index is empty: run `indexer index PATH` first\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve", "--port", "99999999999999999999"],
+        ["serve", "--port", "-1"],
+        ["worker", "--concurrency", "99999999999999999999"],
+        ["worker", "--concurrency", "0"],
+    ],
+)
+def test_cli_integers_are_bounded(tmp_path, args: list[str]) -> None:  # type: ignore[no-untyped-def]
+    out = cli(Settings(data_dir=tmp_path, _env_file=None), *args)  # type: ignore[call-arg]
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines()[-1].endswith(("must be 0..65535", "must be 1..1024"))
