@@ -12,7 +12,7 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -27,16 +27,20 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from indexer.api import audio, page
+from indexer.api import audio, guards, page
 from indexer.api.schemas import Health, Hits, Problem, Track, request_models
 from indexer.search import EMPTY, IndexUnavailable, QueryError, Searcher, TrackNotFound
 from indexer.settings import Settings
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# routes that answer without X-API-Key, none with catalog data: the health checks (probes send
+# no key), the page and its files (it asks the user for the key; indexer/api/page.py), and the
+# API's description: the schema holds routes and limits, and a browser opening /docs cannot
+# send the header its page would need to fetch the schema. Every other route checks the key;
+# tests/indexer/api check both ways, on every route of the app, and that README names these.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/static/{name}", "/openapi.json", "/docs"})
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="INDEXER_API_KEY")
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "bad request"},
@@ -44,45 +48,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": Problem, "description": "the index is empty or was built by another model"},
     413: {"model": Problem, "description": "request body too large"},
 }
-
-
-class BodyLimit:
-    """Refuse request bodies above `limit` bytes with 413, declared or streamed."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-        self.message = f"the request body is over {limit} bytes"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await _problem(413, self.message)(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _problem(413, self.message)(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-def _problem(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
 
 
 class Metrics:
@@ -106,6 +71,11 @@ class Metrics:
         self.tracks = Gauge(
             "indexer_index_tracks", "tracks in the searched collection", registry=self.registry
         )
+
+    def observe(self, method: str, route: str, status: str, seconds: float) -> None:
+        """One answered request; the labels are bounded (guards.Measure)."""
+        self.requests.labels(method, route, status).inc()
+        self.latency.labels(method, route).observe(seconds)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -143,29 +113,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Search a music catalog by what the music does over time (CoLLAP).",
         lifespan=lifespan,
+        # one documentation page (Swagger UI, /docs); no OAuth2 here, so no redirect page
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
 
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        began = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
-        metrics.requests.labels(request.method, name, str(response.status_code)).inc()
-        metrics.latency.labels(request.method, name).observe(time.perf_counter() - began)
-        return response
-
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    # every route, those added later included: strict JSON bodies, the body limit, JSON-safe
+    # error bodies, request metrics under bounded labels (indexer/api/guards.py)
+    guards.install(app, settings.max_body_bytes, metrics.observe)
 
     @app.exception_handler(QueryError)
     async def bad_query(request: Request, err: QueryError) -> JSONResponse:
-        return _problem(404 if isinstance(err, TrackNotFound) else 400, str(err))
+        return guards.problem(404 if isinstance(err, TrackNotFound) else 400, str(err))
 
     @app.exception_handler(IndexUnavailable)
     async def unavailable(request: Request, err: IndexUnavailable) -> JSONResponse:
-        return _problem(409, str(err))
+        return guards.problem(409, str(err))
 
     guarded = [Depends(check_key)]
     Open = Annotated[Searcher, Depends(searcher)]

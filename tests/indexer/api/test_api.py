@@ -249,6 +249,11 @@ def test_cli_query_goes_through_the_serving_owner(
         env=server.env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and "reversed" in bad.stderr
+    nan = subprocess.run(
+        [sys.executable, "-m", "indexer.cli", "query", "piano", "--filter", "duration=nan..inf"],
+        env=server.env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert nan.returncode == 2 and "finite" in nan.stderr and "Traceback" not in nan.stderr
 
 
 def test_schemathesis_finds_no_server_errors(server: Server, tmp_path: Path) -> None:
@@ -270,3 +275,175 @@ def test_refuses_public_bind_without_a_key(search_catalog: SearchCatalog, tmp_pa
         "indexer: error: refusing to serve on 0.0.0.0 without an API key: set INDEXER_API_KEY "
         "(clients send it in X-API-Key) or bind to 127.0.0.1"
     ]
+
+
+# ---- hostile input: every route, old and new, answers 4xx (issues 18 and 20) --------------------
+def app_routes() -> list[tuple[str, str, str]]:
+    """(method, route, path) of every route of the app, hidden ones too; the path is the route
+    with its parameters filled in."""
+    import re
+
+    from indexer.api.app import create_app
+    from indexer.settings import Settings
+
+    app = create_app(Settings(_env_file=None))  # type: ignore[call-arg]
+    out = []
+    for route in app.routes:
+        path = re.sub(r"\{[^}]+\}", "00000000-0000-0000-0000-000000000000", route.path)  # type: ignore[attr-defined]
+        methods = sorted(getattr(route, "methods", None) or ["GET"])
+        out += [(m, route.path, path) for m in methods]  # type: ignore[attr-defined]
+    return out
+
+
+HOSTILE_BODIES = [
+    b'{"query": "x", "filters": {"duration_min": NaN}}',
+    b'{"query": "x", "limit": Infinity}',
+    b'{"id": "00000000-0000-0000-0000-000000000000", "limit": -Infinity}',
+    b'{"query": "x", "filters": {"duration_max": 1e999}}',
+    b'{"query": "\\ud800"}',
+    b'{"query": "x", "filters": {"artist": "\\udfff"}}',
+    b'"\\ud800"',
+    b"NaN",
+]
+
+
+@pytest.mark.parametrize("body", HOSTILE_BODIES)
+def test_hostile_bodies_are_4xx_on_every_route(server: Server, body: bytes) -> None:
+    for method, _, route in app_routes():
+        for key in (KEY, None):
+            status, detail = server.call(method, route, raw=body, key=key)
+            assert 400 <= status < 500, (method, route, key, status, detail)
+
+
+def test_non_json_bodies_are_4xx_with_a_body_json_can_carry(server: Server) -> None:
+    parts = urllib.parse.urlsplit(server.url)
+    for kind, body in (
+        ("text/plain", b"\xff\xfe not utf-8"),
+        ("application/json", b'{"q": "\xff"}'),
+    ):
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        try:
+            conn.request("POST", "/search", body, {"Content-Type": kind, "X-API-Key": KEY})
+            response = conn.getresponse()
+            status, raw = response.status, response.read()
+        finally:
+            conn.close()
+        assert 400 <= status < 500, raw
+        json.loads(raw)
+
+
+def _resolve(schema: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    if "anyOf" in schema:
+        schema = next(s for s in schema["anyOf"] if s.get("type") != "null")
+        return _resolve(schema, spec)
+    return schema
+
+
+def _example(schema: dict[str, Any], spec: dict[str, Any], track: str) -> Any:
+    """A valid value with every optional field present, so that every leaf can be mutated."""
+    schema = _resolve(schema, spec)
+    match schema.get("type"):
+        case "object":
+            props = schema.get("properties", {})
+            return {k: _example(v, spec, track) for k, v in props.items()}
+        case "array":
+            return [_example(schema["items"], spec, track)] * max(1, schema.get("minItems", 1))
+        case "integer" | "number":
+            return schema.get("minimum", 1)
+        case "boolean":
+            return False
+        case _:
+            if schema.get("format") == "uuid":
+                return track
+            return "/" if schema.get("pattern") == "^/" else "piano"
+
+
+def _leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], Any]]:
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _leaves(v, (*path, k))]
+    if isinstance(value, list):
+        return [leaf for i, v in enumerate(value) for leaf in _leaves(v, (*path, i))]
+    return [(path, value)]
+
+
+def _with(body: Any, path: tuple[Any, ...], value: Any) -> Any:
+    body = json.loads(json.dumps(body))
+    *parents, last = path
+    node = body
+    for p in parents:
+        node = node[p]
+    node[last] = value
+    return body
+
+
+def test_schema_fuzz_with_values_json_has_not_got(
+    server: Server, search_catalog: SearchCatalog
+) -> None:
+    """Every JSON body of the schema, each leaf in turn set to NaN, +-Infinity, 1e999 (numbers)
+    or a lone surrogate (strings): 422; NUL, escape codes and huge integers: never a 5xx."""
+    spec = server.call("GET", "/openapi.json")[1]
+    track = search_catalog.ids["song0"]
+    checked = 0
+    for route, operations in spec["paths"].items():
+        for method, op in operations.items():
+            content = (op.get("requestBody") or {}).get("content", {})
+            if "application/json" not in content:
+                continue
+            valid = _example(content["application/json"]["schema"], spec, track)
+            status, detail = server.call(method.upper(), route, valid)
+            assert status == 200, (route, detail)
+            for path, leaf in _leaves(valid):
+                if isinstance(leaf, int | float) and not isinstance(leaf, bool):
+                    refused = [float("nan"), float("inf"), float("-inf"), "1e999"]
+                    tolerated: list[Any] = [10**30, -(10**30)]
+                else:
+                    refused = ["\ud800", "ok\udc80"]
+                    tolerated = ["\x00", "\x1b]0;PWNED\x07\x1b[2J", "\u202e"]
+                for value in refused + tolerated:
+                    text = json.dumps(_with(body=valid, path=path, value=value))
+                    raw = text.replace('"1e999"', "1e999").encode()
+                    status, detail = server.call(method.upper(), route, raw=raw)
+                    if value in refused or value != value:
+                        assert status == 422, (route, path, value, detail)
+                    else:
+                        assert status < 500, (route, path, value, detail)
+                    checked += 1
+    assert checked > 50
+
+
+def test_metrics_stay_bounded_and_count_every_status(server: Server) -> None:
+    """Made-up methods and paths fold into "other"; the 413 of the body limit and the 422 of
+    a NaN body are counted (once measured inside the body limit: never)."""
+    before = server.call("GET", "/metrics")[1]
+    for i in range(200):
+        server.call(f"MADEUP{i:03d}", "/search", {"query": "x"}, key=None)
+        server.call("GET", f"/nowhere/{i}", key=None)
+    server.call("POST", "/search", raw=b'{"query": "x", "filters": {"duration_min": NaN}}')
+    server.call("POST", "/search", raw=b'{"query": "' + b"x" * 1_000_001 + b'"}')
+    after = server.call("GET", "/metrics")[1]
+    assert "MADEUP" not in after and "/nowhere" not in after
+    assert len(after) - len(before) < 6_000, (len(before), len(after))
+    assert 'indexer_http_requests_total{method="other",route="/search",status="405"}' in after
+    assert 'indexer_http_requests_total{method="GET",route="other",status="404"}' in after
+    assert 'indexer_http_requests_total{method="POST",route="/search",status="413"}' in after
+    assert 'indexer_http_requests_total{method="POST",route="/search",status="422"}' in after
+
+
+def test_only_the_documented_routes_answer_without_the_key(server: Server) -> None:
+    """Every route of the app (routes added later included) needs X-API-Key but OPEN_PATHS,
+    and README.md names each open one."""
+    from indexer.api.app import OPEN_PATHS
+
+    routes = app_routes()
+    assert {r for _, r, _ in routes} >= OPEN_PATHS
+    for method, route, path in routes:
+        status, _ = server.call(method, path, key=None)
+        if route in OPEN_PATHS:  # /static/{name} of a made-up name: 404
+            assert status in (200, 404) and (status == 200 or "{" in route), (method, path)
+        else:
+            assert status == 401, (method, path, status)
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    for route in OPEN_PATHS:
+        assert f"`{route}`" in readme, route
