@@ -19,8 +19,10 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import threading
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -46,6 +48,14 @@ def _worker(index: int, parent: int, tasks: Any, results: Any, params: DecodePar
     def alive() -> bool:
         return os.getppid() == parent  # a SIGKILLed parent leaves us to init: stop then
 
+    def watch() -> None:
+        # also while a decode holds the main thread, however long one chunk takes
+        while alive():
+            time.sleep(_POLL)
+        _orphaned()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
     def send(msg: tuple[Any, ...]) -> None:
         while True:
             try:
@@ -53,14 +63,14 @@ def _worker(index: int, parent: int, tasks: Any, results: Any, params: DecodePar
                 return
             except queue.Full:
                 if not alive():
-                    raise SystemExit(0) from None
+                    _orphaned()
 
     while True:
         try:
             task = tasks.get(timeout=_POLL)
         except queue.Empty:
             if not alive():
-                return
+                _orphaned()
             continue
         if task is None:
             return
@@ -72,6 +82,13 @@ def _worker(index: int, parent: int, tasks: Any, results: Any, params: DecodePar
             send(("failed", job, err.reason))
         except Exception as err:  # a decoder bug must not lose the run; record it per file
             send(("failed", job, f"decoder error: {type(err).__name__}: {err}"))
+
+
+def _orphaned() -> NoReturn:
+    """Leave at once: the parent is gone. A normal exit would wait for the results queue's
+    feeder thread, blocked on a pipe nobody reads any more, and keep this process (and the
+    multiprocessing resource tracker, which waits for every holder of its pipe) alive."""
+    os._exit(0)
 
 
 def decode_job(job: int, path: str, params: DecodeParams, send: Any) -> None:

@@ -73,3 +73,53 @@ def test_sigkill_mid_run_then_rerun_indexes_everything_once(tmp_path: Path) -> N
         assert len(t.clips) == t.payload["n_clips"] == len(t.payload["clip_times"])
     settings = Settings(data_dir=data, _env_file=None)  # type: ignore[call-arg]
     assert service.status(settings)["tracks"] == FILES
+
+
+def _session_processes(sid: int) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid=,sid=,args="], capture_output=True, text=True).stdout
+    return [line.strip() for line in out.splitlines() if line.split()[1] == str(sid)]
+
+
+def test_decoders_exit_soon_after_their_parent_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of the indexer alone (not its process group): its decoder processes, and with
+    them multiprocessing's resource tracker, must not outlive it (they ran on for minutes)."""
+    music = tmp_path / "music"
+    for i in range(12):
+        write_audio(music / f"{i:02d}.flac", 40.0, seed=i, rate=16_000, channels=1)
+    data = tmp_path / "data"
+    env = {
+        **os.environ,
+        "INDEXER_DATA_DIR": str(data),
+        "INDEXER_DECODE_WORKERS": "2",
+        "INDEXER_CLIP_BATCH": "8",
+        "INDEXER_UPSERT_BATCH": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "indexer.cli", "index", str(music), "--json"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if json.loads((data / "status.json").read_text()).get("files_done", 0) >= 1:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        assert len(_session_processes(proc.pid)) >= 3  # the indexer, decoders, tracker
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed = time.monotonic()
+        left = _session_processes(proc.pid)
+        while left and time.monotonic() - killed < 8:
+            time.sleep(0.2)
+            left = _session_processes(proc.pid)
+        assert left == [], left
+    finally:
+        for line in _session_processes(proc.pid):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
