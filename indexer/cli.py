@@ -18,9 +18,11 @@ def _settings() -> Any:
 
 def _cmd_index(args: argparse.Namespace) -> int:
     from indexer import service
+    from indexer.scan import resolve_roots
     from indexer.terminal import TerminalProgress
 
     settings = _settings()
+    resolve_roots(args.paths)  # a missing or empty path fails before the store is opened
     progress = TerminalProgress() if sys.stderr.isatty() and not args.json else None
 
     def waiting(owner: dict[str, Any] | None) -> None:
@@ -135,7 +137,7 @@ def _cmd_similar(args: argparse.Namespace) -> int:
 
     from indexer import service
     from indexer.scan import content_hash
-    from indexer.search import QueryError
+    from indexer.search import QueryError, TrackNotFound
     from indexer.store.base import point_id
 
     settings = _settings()
@@ -154,9 +156,19 @@ def _cmd_similar(args: argparse.Namespace) -> int:
         return s.similar(track_id, args.limit)
 
     def through_owner(r: Any) -> Any:
-        # the serving owner takes ids only: a file is named by its content
-        tid = track_id or point_id(content_hash(target))
-        return r.post("/similar", {"id": tid, "limit": args.limit})
+        # the serving owner takes ids only: a file is named by its content, and one that is not
+        # indexed cannot be embedded here (the owner holds the store) nor there (the API never
+        # reads a path it is given)
+        if track_id is not None:
+            return r.post("/similar", {"id": track_id, "limit": args.limit})
+        try:
+            return r.post("/similar", {"id": point_id(content_hash(target)), "limit": args.limit})
+        except TrackNotFound:
+            raise QueryError(
+                f"{target} is not indexed, and `indexer serve` at {r.url} owns the store: "
+                "while it runs, only indexed tracks (an id, or an indexed file) can be compared; "
+                "index the file first, or stop the server to embed it on the fly"
+            ) from None
 
     hits = service.find(settings, here, through_owner, on_wait=_waiting(settings))
     _print_hits(hits, args.json)

@@ -26,6 +26,10 @@ class ScanError(ValueError):
 def resolve_roots(paths: Iterable[str | Path]) -> list[Path]:
     roots = []
     for p in paths:
+        if isinstance(p, str) and not p.strip():
+            # Path("") is ".": an empty argument (an unset shell variable) would index the
+            # current directory
+            raise ScanError("an empty path names no folder: give the catalog's path")
         root = Path(p).expanduser()
         if not root.exists():
             raise ScanError(f"no such file or directory: {p}")

@@ -185,7 +185,7 @@ class Remote:
         import urllib.error
         import urllib.request
 
-        from indexer.search import IndexUnavailable, QueryError
+        from indexer.search import IndexUnavailable, QueryError, TrackNotFound
 
         request = urllib.request.Request(
             self.url + route,
@@ -200,6 +200,8 @@ class Remote:
             detail = _detail(err.read())
             if err.code == 409:
                 raise IndexUnavailable(detail) from None
+            if err.code == 404:
+                raise TrackNotFound(f"{detail} (through {self.url})") from None
             raise QueryError(f"{detail} (through {self.url})") from None
         except OSError as err:
             raise StoreBusyError(

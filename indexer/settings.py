@@ -6,6 +6,7 @@ Built once in an entry point and passed down; nothing reads the environment at i
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,9 @@ AUDIO_EXTENSIONS = (
     ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac", ".alac",
     ".wav", ".wave", ".aif", ".aiff", ".aifc", ".wma", ".wv", ".ape",
 )  # fmt: skip
+
+
+_COLLECTION = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 
 
 def default_data_dir() -> Path:
@@ -86,6 +90,26 @@ class Settings(BaseSettings):
     watch_interval: float = Field(2.0, gt=0)  # seconds between `indexer watch` polls
     # seconds a new or changed file's size and mtime must stay the same before it is queued
     watch_settle: float = Field(2.0, ge=0)
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _check_data_dir(cls, value: object) -> object:
+        # Path("") is ".": an empty INDEXER_DATA_DIR would put the store in the working directory
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must name a folder (it is empty)")
+        return value
+
+    @field_validator("collection")
+    @classmethod
+    def _check_collection(cls, value: str) -> str:
+        # it names folders (qdrant/collections/<alias>-<fingerprint>) and Redis keys: no
+        # separators, no "..", nothing a Qdrant server refuses
+        if not _COLLECTION.fullmatch(value):
+            raise ValueError(
+                "must be 1 to 64 letters, digits, '_', '-' or '.', not starting with '.' "
+                f"(got {value!r})"
+            )
+        return value
 
     @field_validator("extensions", mode="before")
     @classmethod

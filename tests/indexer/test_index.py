@@ -428,3 +428,34 @@ def test_index_and_failure_log_agree_after_any_sequence_of_changes(
             rng.choice(changes)(rng.choice(names))
         index(settings, music)
         assert_index_agrees_with_failures(settings, music)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["index", ""], {}, "an empty path names no folder"),
+        (["index", "  "], {}, "an empty path names no folder"),
+        (["status"], {"INDEXER_DATA_DIR": ""}, "bad setting INDEXER_DATA_DIR: Value error, must"),
+        (["status"], {"INDEXER_COLLECTION": "../x"}, "bad setting INDEXER_COLLECTION"),
+        (["index", "music"], {"INDEXER_COLLECTION": "a/b"}, "bad setting INDEXER_COLLECTION"),
+    ],
+)
+def test_cli_refuses_empty_paths_and_names_that_leave_their_folder(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    """An empty path or INDEXER_DATA_DIR meant the working directory; INDEXER_COLLECTION=../x
+    wrote outside qdrant/collections/. Each is refused in one line and nothing is written."""
+    work = tmp_path / "work"
+    write_audio(work / "music" / "a.flac", 3.0, seed=1, rate=16_000, channels=1)
+    out = subprocess.run(
+        [sys.executable, "-m", "indexer.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=work,
+        env={**os.environ, "INDEXER_DATA_DIR": str(tmp_path / "data"), **env},
+    )
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("indexer: error: ") and message in out.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["music"]
+    assert not (tmp_path / "data").exists()

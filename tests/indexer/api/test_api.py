@@ -256,6 +256,27 @@ def test_cli_query_goes_through_the_serving_owner(
     assert nan.returncode == 2 and "finite" in nan.stderr and "Traceback" not in nan.stderr
 
 
+def test_cli_similar_to_an_unindexed_file_through_the_owner_says_why(
+    server: Server, search_catalog: SearchCatalog
+) -> None:
+    """Through a serving owner a file is named by its content; one that is not indexed cannot
+    be embedded (the API reads no paths): say so, instead of "no track with id <uuid>"."""
+    out = subprocess.run(
+        [sys.executable, "-m", "indexer.cli", "similar", str(search_catalog.outside)],
+        env=server.env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert f"{search_catalog.outside} is not indexed" in out.stderr
+    assert "only indexed tracks" in out.stderr and "no track with id" not in out.stderr
+    indexed = search_catalog.songs[3]["audio"]  # an indexed file still works through it
+    ok = subprocess.run(
+        [sys.executable, "-m", "indexer.cli", "similar", indexed, "--json", "--limit", "1"],
+        env=server.env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)[0]["id"] == search_catalog.ids["dup3"]
+
+
 def test_schemathesis_finds_no_server_errors(server: Server, tmp_path: Path) -> None:
     st = str(Path(sys.executable).with_name("st"))  # schemathesis, from the dev extra
     out = subprocess.run(
