@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from http import HTTPMethod
 from typing import Any
 
@@ -34,7 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 OTHER = "other"  # the label of any method or route the app does not know
@@ -250,10 +251,12 @@ class Measure:
     def __init__(
         self,
         app: ASGIApp,
-        routes: Callable[[], Iterable[BaseRoute]],
+        routes: Callable[[], Sequence[BaseRoute]],
         observe: Callable[[str, str, str, float], None],
     ) -> None:
         self.app, self.routes, self.observe = app, routes, observe
+        self._templates: list[tuple[str, re.Pattern[str]]] = []
+        self._seen = -1  # how many top-level routes the templates were built from
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -276,8 +279,26 @@ class Measure:
             self.observe(method, self._route(scope), code, time.perf_counter() - began)
 
     def _route(self, scope: Scope) -> str:
-        for route in self.routes():
-            match, _ = route.matches(scope)
-            if match != Match.NONE:  # PARTIAL: the path is the route's, the method is not
-                return str(getattr(route, "path", OTHER))
-        return OTHER
+        """The template of the first route whose path matches (whatever the method), else
+        "other". Matched here rather than read from what the router set, so requests answered
+        before routing (413, strict JSON's 422) get their route too."""
+        routes = self.routes()
+        if len(routes) != self._seen:  # routes are added while the app is built
+            self._templates = [(t, compile_path(t)[0]) for t, _ in leaf_routes(routes)]
+            self._seen = len(routes)
+        path = scope.get("path", "")
+        return next((t for t, regex in self._templates if regex.match(path)), OTHER)
+
+
+def leaf_routes(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, BaseRoute]]:
+    """Every route with its full path template, in routing order, also those of included
+    routers (FastAPI keeps an included router as one entry of app.routes, with no path)."""
+    for route in routes:
+        path = getattr(route, "path", None)
+        if isinstance(path, str):
+            yield prefix + path, route
+            continue
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            context = getattr(route, "include_context", None)
+            yield from leaf_routes(inner.routes, prefix + str(getattr(context, "prefix", "")))

@@ -305,14 +305,14 @@ def app_routes() -> list[tuple[str, str, str]]:
     import re
 
     from indexer.api.app import create_app
+    from indexer.api.guards import leaf_routes
     from indexer.settings import Settings
 
     app = create_app(Settings(_env_file=None))  # type: ignore[call-arg]
     out = []
-    for route in app.routes:
-        path = re.sub(r"\{[^}]+\}", "00000000-0000-0000-0000-000000000000", route.path)  # type: ignore[attr-defined]
-        methods = sorted(getattr(route, "methods", None) or ["GET"])
-        out += [(m, route.path, path) for m in methods]  # type: ignore[attr-defined]
+    for template, route in leaf_routes(app.routes):
+        path = re.sub(r"\{[^}]+\}", "00000000-0000-0000-0000-000000000000", template)
+        out += [(m, template, path) for m in sorted(getattr(route, "methods", None) or ["GET"])]
     return out
 
 

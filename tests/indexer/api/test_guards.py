@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
 from indexer.api import guards
@@ -41,6 +41,14 @@ def served() -> Iterator[tuple[int, list[tuple[str, str, str]]]]:
     @app.get("/boom")
     def boom() -> None:
         raise RuntimeError("a bug nobody handled")
+
+    included = APIRouter()
+
+    @included.post("/items/{n}")
+    def item(n: str, body: Body) -> dict[str, Any]:
+        return {"n": n}
+
+    app.include_router(included, prefix="/r")
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -131,12 +139,16 @@ def test_every_answer_is_counted_under_bounded_labels(served: Any) -> None:
     assert call(port, "POST", "/echo", b'{"x": 1, "name": "' + b"a" * LIMIT + b'"}')[0] == 413
     assert call(port, "POST", "/echo", b'{"x": NaN}')[0] == 422
     assert call(port, "POST", "/echo", b'{"x": 1}')[0] == 200
-    settle(seen, 4)
+    assert call(port, "POST", "/r/items/7", b'{"x": 1}')[0] == 200  # an included router's
+    assert call(port, "POST", "/r/items/8", b'{"x": NaN}')[0] == 422
+    settle(seen, 6)
     assert seen == [
         ("GET", "/boom", "500"),  # the error no handler took
         ("POST", "/echo", "413"),  # the body limit's answer
         ("POST", "/echo", "422"),
         ("POST", "/echo", "200"),
+        ("POST", "/r/items/{n}", "200"),
+        ("POST", "/r/items/{n}", "422"),  # answered before routing, labelled all the same
     ]
 
 
