@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from indexer.printable import printable
+
 
 def _settings() -> Any:
     from indexer.settings import Settings
@@ -28,7 +30,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     def waiting(owner: dict[str, Any] | None) -> None:
         from indexer.lock import busy_message
 
-        sys.stderr.write(f"waiting: {busy_message(settings.data_dir, owner)}\n")
+        sys.stderr.write(f"waiting: {printable(busy_message(settings.data_dir, owner))}\n")
 
     summary = service.index(settings, args.paths, progress=progress, on_wait=waiting)
     if args.json:
@@ -48,7 +50,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 def _print_status(info: dict[str, Any]) -> None:
     if info["live"]:
         p = info.get("progress") or {}
-        sys.stdout.write(f"{info['owner']}\n")
+        sys.stdout.write(f"{printable(info['owner'])}\n")
         if p:
             # every file is embedded and written; the run indexes the collection before it ends
             finishing = ", optimizing the collection" if p.get("state") == "optimizing" else ""
@@ -56,10 +58,10 @@ def _print_status(info: dict[str, Any]) -> None:
                 f"progress: {p.get('files_done', 0)}/{p.get('files_total', 0)} files embedded"
                 f"{finishing}\n"
             )
-        sys.stdout.write(f"failures: {info['failures']}\nstore: {info['store']}\n")
+        sys.stdout.write(f"failures: {info['failures']}\nstore: {printable(info['store'])}\n")
         return
     for key in ("tracks", "clips", "failures", "fingerprint", "store"):
-        sys.stdout.write(f"{key:<12} {info[key]}\n")
+        sys.stdout.write(f"{key:<12} {printable(str(info[key]))}\n")
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -94,7 +96,7 @@ def _cmd_failures(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps([f.as_dict() for f in failures]) + "\n")
         return 0
     for f in failures:
-        sys.stdout.write(f"{f.path}\n    {f.reason}\n")
+        sys.stdout.write(f"{printable(f.path)}\n    {printable(f.reason)}\n")
     if not failures:
         sys.stdout.write("no failures\n")
     return 0
@@ -104,7 +106,7 @@ def _waiting(settings: Any) -> Any:
     def say(owner: dict[str, Any] | None) -> None:
         from indexer.lock import busy_message
 
-        sys.stderr.write(f"waiting: {busy_message(settings.data_dir, owner)}\n")
+        sys.stderr.write(f"waiting: {printable(busy_message(settings.data_dir, owner))}\n")
 
     return say
 
@@ -229,7 +231,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _broker_error(settings: Any, err: Exception) -> int:
-    sys.stderr.write(f"indexer: error: cannot reach the broker at {settings.broker_url}: {err}\n")
+    sys.stderr.write(
+        printable(f"indexer: error: cannot reach the broker at {settings.broker_url}: {err}") + "\n"
+    )
     return 2
 
 
@@ -250,7 +254,7 @@ def _cmd_queue(args: argparse.Namespace) -> int:
         distributed.register_catalogs(settings, roots)
         for root in roots:
             result = tasks.scan.apply_async(args=[root], retry=True)
-            sys.stdout.write(f"queued scan of {root} (task {result.id})\n")
+            sys.stdout.write(f"queued scan of {printable(root)} (task {result.id})\n")
     except (redis.RedisError, OperationalError) as err:
         return _broker_error(settings, err)
     return 0
@@ -264,7 +268,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     unknown = sorted(set(queues) - set(QUEUES))
     if unknown or not queues:
-        sys.stderr.write(f"indexer: error: queues are {', '.join(QUEUES)}; got {args.queues}\n")
+        got = printable(args.queues)
+        sys.stderr.write(f"indexer: error: queues are {', '.join(QUEUES)}; got {got}\n")
         return 2
     concurrency = args.concurrency
     if settings.embedded and STORE in queues:
@@ -314,7 +319,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         distributed.register_catalogs(settings, roots)
         for root in roots:
             tasks.scan.apply_async(args=[root], retry=True)
-        sys.stdout.write(f"watching {', '.join(roots)} (queued a full scan first)\n")
+        sys.stdout.write(f"watching {printable(', '.join(roots))} (queued a full scan first)\n")
         sys.stdout.flush()
 
     try:
@@ -380,11 +385,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log lines name files: their control characters are escaped like everything printed
+    (line breaks kept: a logged traceback stays readable)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(printable(line) for line in super().format(record).split("\n"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(_PrintableFormatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     from pydantic import ValidationError
 
     try:
@@ -392,13 +405,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
-        sys.stderr.write(f"indexer: error: bad setting INDEXER_{where.upper()}: {first['msg']}\n")
+        sys.stderr.write(
+            printable(f"indexer: error: bad setting INDEXER_{where.upper()}: {first['msg']}") + "\n"
+        )
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("indexer: interrupted; run again to continue where it stopped\n")
         return 130
     except (ValueError, OSError, RuntimeError) as err:
-        sys.stderr.write(f"indexer: error: {err}\n")
+        sys.stderr.write(f"indexer: error: {printable(str(err))}\n")
         return 2
     return code
 

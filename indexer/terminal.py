@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import sys
 import time
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -30,24 +29,10 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-# bidirectional overrides and isolates: they reorder what the terminal shows ("Trojan Source")
-_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+from indexer.printable import printable
+
 # plain output is never wrapped: a row is one line, however long its path
 _PLAIN_WIDTH = 1_000_000
-
-
-def printable(text: str) -> str:
-    """`text` with control characters (C0, DEL, C1) and bidi overrides written as escapes."""
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        if unicodedata.category(ch) == "Cc" or ch in _BIDI:
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def console(file: TextIO | None = None) -> Console:

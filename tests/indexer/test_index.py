@@ -459,3 +459,33 @@ def test_cli_refuses_empty_paths_and_names_that_leave_their_folder(
     assert out.stderr.startswith("indexer: error: ") and message in out.stderr
     assert sorted(p.name for p in work.iterdir()) == ["music"]
     assert not (tmp_path / "data").exists()
+
+
+EVIL = "evil\x1b]0;PWNED\x07\x1b[2J"  # retitles the terminal, then clears it
+
+
+def test_cli_escapes_control_characters_in_everything_it_prints(tmp_path: Path) -> None:
+    """File names (and settings) with terminal escape codes are shown escaped: in `failures`,
+    the query table, status, errors and -v logs; --json keeps them as JSON escapes."""
+    music = tmp_path / "music"
+    write_audio(music / f"{EVIL}.flac", 4.0, seed=1, rate=16_000, channels=1)
+    (music / f"{EVIL}-broken.mp3").write_bytes(b"junk" * 50)
+    env = {"INDEXER_DATA_DIR": str(tmp_path / f"data{EVIL}"), "INDEXER_DECODE_WORKERS": "1"}
+    shown = "evil\\x1b]0;PWNED\\x07\\x1b[2J"
+    runs = {
+        "index -v": cli("-v", "index", str(music), env=env),
+        "failures": cli("failures", env=env),
+        "query": cli("query", "a song", env=env),
+        "status": cli("status", env=env),
+        "error": cli("index", str(music / f"{EVIL}-missing"), env=env),
+    }
+    for name, out in runs.items():
+        printed = out.stdout + out.stderr
+        assert "\x1b" not in printed and "\x07" not in printed, (name, printed)
+    assert runs["index -v"].returncode == 0 and shown in runs["index -v"].stderr
+    assert f"{shown}-broken.mp3" in runs["failures"].stdout
+    assert f"{shown}.flac" in runs["query"].stdout
+    assert f"data{shown}" in runs["status"].stdout
+    assert runs["error"].returncode == 2 and f"{shown}-missing" in runs["error"].stderr
+    (failure,) = json.loads(cli("failures", "--json", env=env).stdout)
+    assert failure["path"] == str(music / f"{EVIL}-broken.mp3")
