@@ -44,7 +44,7 @@ _INPUT_CHARS = 1000  # echoed input is cut here: an error body need not repeat a
 
 
 class Refused(ValueError):
-    """A request body JSON allows no value for."""
+    """A request body holds a value JSON has no way to write."""
 
 
 def install(app: FastAPI, body_limit: int, observe: Callable[[str, str, str, float], None]) -> None:
