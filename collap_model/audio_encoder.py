@@ -82,6 +82,38 @@ class ConvNeXt1d(nn.Module):
         return x + h.transpose(1, 2)  # (B, C, F)
 
 
+def conv_stages(n_mels: int, a: AudioEncoderConfig) -> nn.ModuleList:
+    """The compact encoder's stride-2 stages: (B, n_mels, F) -> (B, C_last, F / 2^stages)."""
+    stages: list[nn.Module] = []
+    width = n_mels
+    for i, c in enumerate(a.channels):
+        k = 5 if i == 0 else 3
+        blocks = [ConvNeXt1d(c, a.kernel_size) for _ in range(a.blocks_per_stage)]
+        stages.append(
+            nn.Sequential(nn.Conv1d(width, c, k, stride=2, padding=k // 2), nn.GELU(), *blocks)
+        )
+        width = c
+    return nn.ModuleList(stages)
+
+
+def pool_stages(
+    stages: nn.ModuleList, pool_logit: nn.Linear, features: Tensor, mask: Tensor
+) -> Tensor:
+    """Log-mel (B, M, F) through `stages` -> attention and mean pools of the last, (B, 2 C)."""
+    x = features
+    n_valid = mask.sum(dim=1)  # (B,)
+    for stage in stages:
+        x = stage(x)  # (B, C, ceil(F / 2))
+        n_valid = torch.div(n_valid + 1, 2, rounding_mode="floor")
+    frames = x.shape[-1]
+    m = torch.arange(frames, device=x.device)[None, :] < n_valid[:, None]  # (B, F')
+    h = x.transpose(1, 2)  # (B, F', C)
+    w = masked_softmax(pool_logit(h).squeeze(-1), m, dim=1)  # (B, F')
+    attn = torch.einsum("bf,bfc->bc", w, h)
+    mean = (h * m[..., None]).sum(1) / n_valid.clamp(min=1)[:, None]
+    return torch.cat([attn, mean], dim=-1)
+
+
 class CompactAudioEncoder(AudioEncoder):
     """Log-mel (B, M, F) -> stride-2 stages (B, C_k, F / 2^k) -> attention + mean pool -> (B, D)."""
 
@@ -89,16 +121,8 @@ class CompactAudioEncoder(AudioEncoder):
         super().__init__()
         a = config.audio
         self.logmel = LogMel(config.frontend)
-        stages: list[nn.Module] = []
-        width = config.frontend.n_mels
-        for i, c in enumerate(a.channels):
-            k = 5 if i == 0 else 3
-            blocks = [ConvNeXt1d(c, a.kernel_size) for _ in range(a.blocks_per_stage)]
-            stages.append(
-                nn.Sequential(nn.Conv1d(width, c, k, stride=2, padding=k // 2), nn.GELU(), *blocks)
-            )
-            width = c
-        self.stages = nn.ModuleList(stages)
+        self.stages = conv_stages(config.frontend.n_mels, a)
+        width = a.channels[-1]
         self.pool_logit = nn.Linear(width, 1)
         self.head = nn.Sequential(
             nn.LayerNorm(2 * width), nn.Dropout(a.dropout), nn.Linear(2 * width, config.embed_dim)
@@ -112,18 +136,7 @@ class CompactAudioEncoder(AudioEncoder):
 
     def pooled(self, features: Tensor, mask: Tensor) -> Tensor:
         """Log-mel (B, M, F) -> the last stage's attention and mean pools, (B, 2 C)."""
-        x = features
-        n_valid = mask.sum(dim=1)  # (B,)
-        for stage in self.stages:
-            x = stage(x)  # (B, C, ceil(F / 2))
-            n_valid = torch.div(n_valid + 1, 2, rounding_mode="floor")
-        frames = x.shape[-1]
-        m = torch.arange(frames, device=x.device)[None, :] < n_valid[:, None]  # (B, F')
-        h = x.transpose(1, 2)  # (B, F', C)
-        w = masked_softmax(self.pool_logit(h).squeeze(-1), m, dim=1)  # (B, F')
-        attn = torch.einsum("bf,bfc->bc", w, h)
-        mean = (h * m[..., None]).sum(1) / n_valid.clamp(min=1)[:, None]
-        return torch.cat([attn, mean], dim=-1)
+        return pool_stages(self.stages, self.pool_logit, features, mask)
 
 
 class TaggedAudioEncoder(CompactAudioEncoder):

@@ -150,6 +150,9 @@ class FusionConfig(_Frozen):
     # m learned attention patterns each token chooses among (fusion.py); an indexed track stores
     # its clips pooled by every pattern (m x embed_dim floats), the text search's exact first stage
     patterns: int = Field(4, ge=1, le=16)
+    # a head that says where in a track a text happens (fusion.WhereHead): per-clip evidence for
+    # segments and `indexer locate`; it explains hits and never changes a score
+    locator: bool = False
 
 
 class ModelConfig(_Frozen):
@@ -207,10 +210,12 @@ class ModelConfig(_Frozen):
         data.pop("name")
         data.pop("clip_batch")
         data["frontend"].pop("max_seconds")  # a training-only crop
+        # fields added after models without them were shipped: at their neutral value they
+        # must not change those models' fingerprints (which hash this dict)
         if data["audio"]["tagger"] is None:
-            # a field added after models without a tagger were shipped: their fingerprints
-            # (which hash this dict) must not change
             data["audio"].pop("tagger")
+        if not data["fusion"]["locator"]:
+            data["fusion"].pop("locator")
         return data
 
 

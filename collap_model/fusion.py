@@ -30,6 +30,9 @@ So f is exactly one dot product between a text vector v = [v_1 .. v_m] and a son
 p = [p_1 .. p_m] (m·D each): the index stores p (`first_stage_vectors`), the text search's
 first stage is an exact inner-product search with v (`first_stage_query`), and the re-rank
 recomputes f from the clips in float32 with the per-clip explanation below.
+Where a text happens (`WhereHead`, presets with fusion.locator): its own per-clip evidence,
+read from the text token by token and from each clip with its change from its neighbours; it
+explains (segments, `indexer locate`) and never enters f.
 Explanations (where the text matches):
     clip weight  w_n = Σ_l β_l A_{l,n}                 (Σ_n w_n = 1)
     clip score   r_n = Σ_l β_l A_{l,n} u_l · c_n / w_n (so f = Σ_n w_n r_n)
@@ -116,6 +119,7 @@ class TemporalFusion(nn.Module):
         self.tag_dims = config.tag_dims
         if self.tag_dims:
             self.bridge_gain = nn.Parameter(torch.tensor(1.0))  # γ
+        self.where = WhereHead(config) if f.locator else None
 
     def token_weights(self, text: TextEmbedding) -> Tensor:
         """Texts -> β (B, L): how much each token matters."""
@@ -164,7 +168,51 @@ class TemporalFusion(nn.Module):
         )
         return FusionScores(scores, clip_weights, clip_scores, clips.mask)
 
+    def locate(self, text: TextEmbedding, clips: ClipBatch) -> Tensor:
+        """Where each text happens in each song: (B_t, B_a, N), higher where a clip is more
+        likely the place; -inf where padded. The WhereHead's evidence, or without one the
+        fusion's per-clip match (clip scores)."""
+        if self.where is not None:
+            return self.where(text, clips)
+        scores = self.forward(text, clips).clip_scores
+        return scores.masked_fill(~clips.mask[None], float("-inf"))
+
     def scores(self, text: TextEmbedding, clips: ClipBatch) -> Tensor:
         """f only (Bt, Ba), without the per-clip explanation (training, evaluation)."""
         v, _ = self.text_vectors(text)
         return torch.einsum("ihd,jhd->ij", v, self.song_vectors(clips))
+
+
+class WhereHead(nn.Module):
+    """Per-clip evidence that a text happens at each clip: (texts, songs) -> (B_t, B_a, N).
+
+        q_l = W_q T_l,  β'_l = softmax_l(w' · T_l)                  what each word asks for
+        k_n = W_c [c_n ; c_n - c_{n-1} ; c_{n+1} - c_n] + W_t P_n     the clip, how it changes
+                                                                      from its neighbours, when
+        e_n = Σ_l β'_l q_l · k_n / √d
+    The change terms let "the drums come in" point at the clip where they enter rather than
+    anywhere they play; P_n is the fusion's time encoding (absolute and relative time)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        d, f = config.embed_dim, config.fusion
+        self.dim = f.attn_dim
+        self.w_q = nn.Linear(d, f.attn_dim)
+        self.w_word = nn.Linear(d, 1)
+        self.w_c = nn.Linear(3 * d, f.attn_dim)
+        self.time = TimeEncoding(f.time_frequencies, f.max_period_seconds, f.attn_dim)
+
+    def forward(self, text: TextEmbedding, clips: ClipBatch) -> Tensor:
+        c = clips.clips * clips.mask[..., None]  # (B, N, D)
+        before = torch.cat([c[:, :1], c[:, :-1]], dim=1)  # the first clip is its own neighbour
+        after = torch.cat([c[:, 1:], c[:, -1:]], dim=1)
+        last = (clips.mask.sum(dim=1) - 1).clamp(min=0)  # the last real clip, likewise
+        idx = torch.arange(c.shape[1], device=c.device)[None, :]
+        tail = c[torch.arange(c.shape[0], device=c.device), last][:, None]  # (B, 1, D)
+        after = torch.where((idx >= last[:, None])[..., None], tail, after)
+        keys = self.w_c(torch.cat([c, c - before, after - c], dim=-1))
+        keys = keys + self.time(clips.clip_times, clips.mask)  # (B, N, d)
+        words = masked_softmax(self.w_word(text.tokens).squeeze(-1), text.mask, dim=1)  # (Bt, L)
+        query = torch.einsum("il,ild->id", words, self.w_q(text.tokens))  # (Bt, d): Σ_l β'_l q_l
+        evidence = torch.einsum("id,jnd->ijn", query, keys) / math.sqrt(self.dim)
+        return evidence.masked_fill(~clips.mask[None], float("-inf"))

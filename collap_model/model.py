@@ -231,6 +231,17 @@ class CoLLAP(nn.Module):
         with torch.inference_mode():
             return self.fusion(text_emb.to(dev), batch.to(dev))
 
+    def locate(
+        self, text_emb: TextEmbedding, audio_embs: Sequence[AudioEmbedding] | ClipBatch
+    ) -> Tensor:
+        """Where each text happens in each song: per-clip evidence (B_t, B_a, N), higher where
+        a clip is more likely the place the text describes, -inf where padded (fusion.locate).
+        For segments and `indexer locate`; scores come from `score`."""
+        batch = audio_embs if isinstance(audio_embs, ClipBatch) else ClipBatch.of(audio_embs)
+        dev = self.device
+        with torch.inference_mode():
+            return self.fusion.locate(text_emb.to(dev), batch.to(dev)).float()
+
     def score_only(
         self, text_emb: TextEmbedding, audio_embs: Sequence[AudioEmbedding] | ClipBatch
     ) -> Tensor:

@@ -252,7 +252,7 @@ def generate_dataset(
         raise SynthError(f"unknown phrasings {phrasings!r}; use one of {', '.join(PHRASEBOOKS)}")
     check_length(min_seconds, max_seconds)
     chosen = list(soundfont) if isinstance(soundfont, (list, tuple)) else [soundfont]
-    fonts = [resolve_soundfont(f) for f in chosen]
+    fonts = [resolve_soundfont(f) for f in chosen]  # type: ignore[arg-type]
     if not fonts:
         raise SynthError("give at least one soundfont")
     fluidsynth = find_fluidsynth()

@@ -127,7 +127,9 @@ class MaxOverFrequency(nn.Module):
         scale, shift = self.bn.affine()
         sign = torch.where(scale < 0, -1.0, 1.0)  # (C,)
         weight = self.conv.weight * sign[:, None, None, None]  # (C, 1, k_t, k_f)
-        bias = self.conv.bias * sign
+        bias = self.conv.bias
+        assert bias is not None  # musicnn's convolutions all have one
+        bias = bias * sign
         k_t, k_f = self.conv.kernel_size
         flat = weight.flatten(1).T  # (k_t·k_f, C)
         parts = []
@@ -156,6 +158,7 @@ def temporal_peaks(blocks: Sequence[MaxOverFrequency], x: Tensor) -> Tensor:
         kernels.append(
             F.pad(block.conv.weight[:, 0, :, 0] * sign[:, None], (lead, k_max - k - lead))
         )
+        assert block.conv.bias is not None
         biases.append(block.conv.bias * sign)
         signs.append(sign)
         scales.append(scale)
@@ -211,7 +214,8 @@ class Musicnn(nn.Module):
             x = x.to(torch.get_autocast_dtype(x.device.type))
         padded = F.pad(x, (0, 0, 3, 3))  # time 3/3
         feats = [block(padded) for block in self.timbral]  # 2 x (B, 204, T)
-        feats.append(temporal_peaks(list(self.temporal), x))  # (B, 3·51, T)
+        temporal = [b for b in self.temporal if isinstance(b, MaxOverFrequency)]
+        feats.append(temporal_peaks(temporal, x))  # (B, 3·51, T)
         front = torch.cat(feats, dim=1).float()  # (B, 561, T)
         c1 = self.midend[0](front)
         c2 = self.midend[1](c1) + c1

@@ -106,7 +106,8 @@ def _fields(message: bytes) -> Iterator[tuple[int, int | bytes]]:
 
 def _entry(value: bytes) -> tuple[int, list[int], int, int]:
     """BundleEntryProto -> (dtype, shape, offset, size)."""
-    dtype, shape, offset, size = 0, [], 0, 0
+    dtype, offset, size = 0, 0, 0
+    shape: list[int] = []
     for field, v in _fields(value):
         match field, v:
             case 1, int():
@@ -114,7 +115,8 @@ def _entry(value: bytes) -> tuple[int, list[int], int, int]:
             case 2, bytes():  # TensorShapeProto: repeated Dim (field 2) {size (1), name (2)}
                 for f2, dim in _fields(v):
                     if f2 == 2 and isinstance(dim, bytes):
-                        shape.append(next((s for f3, s in _fields(dim) if f3 == 1), 0))  # type: ignore[misc]
+                        sizes = [s for f3, s in _fields(dim) if f3 == 1 and isinstance(s, int)]
+                        shape.append(sizes[0] if sizes else 0)
             case 4, int():
                 offset = v
             case 5, int():

@@ -72,10 +72,8 @@ def concat_caches(caches: Sequence[AudioCache]) -> AudioCache:
     offsets = [np.asarray(caches[0].offsets)]
     for c in caches[1:]:
         offsets.append(np.asarray(c.offsets[1:]) + offsets[-1][-1])
-    tagged = [c.tagger for c in caches]
-    tagger = None
-    if all(t is not None for t in tagged):
-        tagger = np.concatenate([np.asarray(t) for t in tagged])  # type: ignore[arg-type]
+    tagged = [c.tagger for c in caches if c.tagger is not None]
+    tagger = np.concatenate([np.asarray(t) for t in tagged]) if len(tagged) == len(caches) else None
     return AudioCache(
         np.concatenate([np.asarray(c.features) for c in caches]),
         np.concatenate([np.asarray(c.masks) for c in caches]),
@@ -108,11 +106,11 @@ def audio_cache(
     key = _audio_key(model, paths, cap_seconds)
     target = folder / f"audio-{key}"
     if (target / "offsets.npy").exists():
+        stored = {n: np.load(target / f"{n}.npy", mmap_mode="r") for n in _ARRAYS}
         tagged = target / "tagger.npy"
-        return AudioCache(
-            *(np.load(target / f"{n}.npy", mmap_mode="r") for n in _ARRAYS),
-            tagger=np.load(tagged, mmap_mode="r") if tagged.exists() else None,
-        )
+        if tagged.exists():
+            stored["tagger"] = np.load(tagged, mmap_mode="r")
+        return AudioCache(**stored)
     fe = model.config.frontend
     feats: list[np.ndarray] = []
     masks: list[np.ndarray] = []

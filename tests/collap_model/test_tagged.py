@@ -96,3 +96,23 @@ def test_models_without_a_tagger_keep_their_fingerprint() -> None:
     assert mini.fingerprint in recorded
     assert mini.tag_names == () and mini.encode_audio(tone(5.0, 440.0), 16_000).tags is None
     assert "tagger" not in load_preset("collap-mini").architecture()["audio"]
+
+
+def test_locate_gives_per_clip_evidence_that_depends_on_the_text(tagged: CoLLAP) -> None:
+    short = tagged.encode_audio(tone(12.0, 220.0), 16_000)
+    long = tagged.encode_audio(tone(40.0, 440.0), 16_000)
+    texts = tagged.encode_text(["a quiet opening", "the drums come in near the end"])
+    evidence = tagged.locate(texts, [short, long])
+    n_short, n_long = short.clips.shape[0], long.clips.shape[0]
+    assert evidence.shape == (2, 2, n_long)
+    assert bool(torch.isinf(evidence[:, 0, n_short:]).all())
+    assert bool(torch.isfinite(evidence[:, 1]).all())
+    assert not torch.allclose(evidence[0, 1], evidence[1, 1])
+    alone = tagged.locate(texts.select(1), [long])
+    assert torch.allclose(alone[0, 0], evidence[1, 1], atol=1e-5)
+
+
+def test_without_a_locator_locate_is_the_fusions_clip_match(model: CoLLAP) -> None:
+    song = model.encode_audio(tone(30.0, 330.0), 16_000)
+    text = model.encode_text(["strings swell"])
+    assert torch.allclose(model.locate(text, [song]), model.score(text, [song]).clip_scores)
