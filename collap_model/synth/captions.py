@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from collap_model.synth.palette import DRUM_KIT, Groove, Role
 from collap_model.synth.phrases import PHRASEBOOKS, Phrasebook
@@ -38,6 +38,8 @@ _MINOR_QUALITY = (False, False, True, False, True, True, True)
 class SongText:
     caption: str
     queries: list[str]
+    # short queries for one moment each, with the second it starts (localisation)
+    timed: list[tuple[str, float]] = field(default_factory=list)
 
 
 def clock(seconds: float) -> str:
@@ -61,7 +63,10 @@ def describe(plan: SongPlan, phrasing: str = "train", queries: int = QUERIES) ->
         raise SynthError(f"unknown phrasing {phrasing!r}; use one of {', '.join(PHRASEBOOKS)}")
     rng = random.Random(f"{plan.seed}:{book.name}:text")
     text = _Writer(plan, book, rng)
-    return SongText(text.caption(), text.queries(queries))
+    caption, short = text.caption(), text.queries(queries)
+    # their own generator, so captions and queries read as they did before timed queries
+    timed = _Writer(plan, book, random.Random(f"{plan.seed}:{book.name}:timed")).timed_queries()
+    return SongText(caption, short, timed)
 
 
 def _article(phrase: str) -> str:
@@ -324,7 +329,11 @@ class _Writer:
             new = [n for n in s.instruments if n not in prev.instruments]
             for name in new:
                 entries.append(
-                    ("entry", book.q_entry, {"inst": self.alias[name], "at": self.at(s.start)})
+                    (
+                        "entry",
+                        book.q_entry,
+                        {"inst": self.alias[name], "at": self.at(s.start), "_t": s.start},
+                    )
                 )
             moments.append(
                 (
@@ -335,25 +344,38 @@ class _Writer:
                         "parts": self.join(s.instruments[:2]),
                         "level": self.level(s.levels[0]),
                         "at": self.at(s.start),
+                        "_t": s.start,
                     },
                 )
             )
             if s.tempo != prev.tempo_end:
                 options = book.q_tempo_up if s.tempo > prev.tempo_end else book.q_tempo_down
-                events.append(("tempo", options, {"tempo": s.tempo, "at": self.at(s.start)}))
+                events.append(
+                    ("tempo", options, {"tempo": s.tempo, "at": self.at(s.start), "_t": s.start})
+                )
             if s.key != prev.key:
-                events.append(("key", book.q_key, {"key": s.key.name, "at": self.at(s.start)}))
+                events.append(
+                    ("key", book.q_key, {"key": s.key.name, "at": self.at(s.start), "_t": s.start})
+                )
             if s.meter != prev.meter:
                 events.append(
-                    ("meter", book.q_meter, {"meter": str(s.meter), "at": self.at(s.start)})
+                    (
+                        "meter",
+                        book.q_meter,
+                        {"meter": str(s.meter), "at": self.at(s.start), "_t": s.start},
+                    )
                 )
             if s.shape is Shape.DROP:
-                events.append(("drop", book.q_drop, {"at": self.at(s.start)}))
+                events.append(("drop", book.q_drop, {"at": self.at(s.start), "_t": s.start}))
         for s in sections:
             if s.shape is Shape.CRESCENDO:
                 l0, l1 = (self.level(x) for x in s.levels)
                 events.append(
-                    ("build", book.q_build, {"at": self.at(s.start), "level0": l0, "level1": l1})
+                    (
+                        "build",
+                        book.q_build,
+                        {"at": self.at(s.start), "level0": l0, "level1": l1, "_t": s.start},
+                    )
                 )
         last = sections[-1]
         if last.shape is Shape.FADE:
@@ -404,6 +426,19 @@ class _Writer:
             self.rng.shuffle(options)
             out.extend(" ".join(t.format(**fields).split()) for t in options)
         return out
+
+    def timed_queries(self) -> list[tuple[str, float]]:
+        """Short queries for a moment of the song, each with the time it starts: every fact
+        that happens at a section start, worded without its time ("flute comes in")."""
+        out: list[tuple[str, float]] = []
+        for _kind, templates, fields in self.facts():
+            if "_t" not in fields:
+                continue
+            template = self.rng.choice(templates)
+            text = " ".join(template.format(**{**fields, "at": ""}).split()).strip(" ,")
+            if 2 <= words(text) <= QUERY_WORDS[1] and text not in [t for t, _ in out]:
+                out.append((text, round(float(fields["_t"]), 3)))  # type: ignore[arg-type]
+        return sorted(out, key=lambda q: q[1])
 
     def queries(self, count: int) -> list[str]:
         """The overall description, then facts each led by the song's identity; facts too

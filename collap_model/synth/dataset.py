@@ -18,6 +18,9 @@ format serves synthetic corpora and a user's own music with their own captions:
     midi      str, optional. The MIDI file a synthetic song was rendered from.
     style     str, optional. The synthetic song's style ("pop", "jazz", "ambient", ...).
     phrasings str, optional. The phrasebook of its caption and queries: "train" or "heldout".
+    timed_queries  list of {"text": str, "time": seconds}, optional. Short queries for one
+              moment each (an instrument entering, a section starting, a drop), worded without
+              a time, with the second that moment starts (localisation).
     soundfont str, optional. The soundfont file a synthetic song was rendered with.
     production object, optional. Its production draw (synth/produce.py), when it has one.
     text      str, optional. Manifests of clips with the text written for them (several clips
@@ -282,6 +285,7 @@ def generate_dataset(
                 "audio": f"audio/{name}.flac",
                 "caption": text.caption,
                 "queries": text.queries,
+                "timed_queries": [{"text": t, "time": at} for t, at in text.timed],
                 "sections": [section_dict(s) for s in plan.sections],
                 "duration": duration,
                 "seed": plan.seed,
