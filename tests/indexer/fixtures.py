@@ -4,6 +4,7 @@ with tags, plus corrupt files. Signals are chords with a beat, distinct per `see
 from __future__ import annotations
 
 import math
+import struct
 import wave
 from pathlib import Path
 
@@ -89,6 +90,65 @@ def write_long_wav(path: Path, seconds: float, rate: int = 16_000) -> Path:
         for _ in range(int(seconds // 60)):
             w.writeframes(block)
     return path
+
+
+def _ogg_crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        r = i << 24
+        for _ in range(8):
+            r = ((r << 1) ^ 0x04C11DB7) if r & 0x80000000 else r << 1
+        table.append(r & 0xFFFFFFFF)
+    return table
+
+
+_OGG_CRC = _ogg_crc_table()
+
+
+def _ogg_pages(data: bytes) -> list[bytearray]:
+    pages, pos = [], 0
+    while pos < len(data):
+        segments = data[pos + 26]
+        end = pos + 27 + segments + sum(data[pos + 27 : pos + 27 + segments])
+        pages.append(bytearray(data[pos:end]))
+        pos = end
+    return pages
+
+
+def _ogg_page(page: bytearray, sequence: int, first: bool) -> bytes:
+    """The page renumbered, its beginning-of-stream flag set or not, its CRC recomputed."""
+    page[5] = page[5] | 2 if first else page[5] & ~2
+    struct.pack_into("<II", page, 18, sequence, 0)
+    crc = 0
+    for byte in page:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _OGG_CRC[((crc >> 24) ^ byte) & 0xFF]
+    struct.pack_into("<I", page, 22, crc)
+    return bytes(page)
+
+
+def write_ogg_repeated_headers(
+    path: Path, samples: np.ndarray, rate: int, tags: dict[str, str] | None = None
+) -> tuple[Path, Path]:
+    """An Ogg Vorbis file of `samples` (T, channels) and a copy whose header packets repeat
+    before the first audio page, as in three of Debian's hyperrogue-music tracks (an encoder
+    restarting its stream): players and libsndfile play it, FFmpeg's Ogg demuxer refuses a
+    second identification header ("Invalid data found when processing input").
+    Returns (plain, repeated)."""
+    import soundfile
+
+    plain = path.with_name(f"plain-{path.name}")
+    with soundfile.SoundFile(
+        str(plain), "w", rate, samples.shape[1], format="OGG", subtype="VORBIS"
+    ) as out:
+        for key, value in (tags or {}).items():
+            setattr(out, key, value)
+        out.write(samples)
+    pages = _ogg_pages(plain.read_bytes())
+    # the header pages are those before the first that ends an audio packet (granule > 0)
+    headers = next(i for i, p in enumerate(pages) if struct.unpack_from("<q", p, 6)[0] > 0)
+    repeated = pages[:headers] + [bytearray(p) for p in pages[:headers]] + pages[headers:]
+    path.write_bytes(b"".join(_ogg_page(p, i, i == 0) for i, p in enumerate(repeated)))
+    return plain, path
 
 
 def corrupt_files(folder: Path) -> dict[str, Path]:
