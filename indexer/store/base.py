@@ -284,10 +284,24 @@ class Store(Protocol):
         where: TrackFilter | None = None,
         using: str = SONG,
         candidates: int | None = None,
+        exclude: Sequence[str] = (),
     ) -> list[Candidate]:
-        """Nearest `using` vectors passing `where`, best first, with full payloads.
+        """Nearest `using` vectors passing `where` and not in `exclude`, best first, with full
+        payloads.
 
         For FIRST_STAGE, the best `limit` of the `candidates` (default `limit`) tracks that the
         stored vectors re-score after the quantized scan (first_stage_oversampling)."""
+
+    def neighbours(
+        self,
+        name: str,
+        vectors: Sequence[Sequence[float]],
+        limit: int,
+        where: TrackFilter | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[list[tuple[str, float]]]:
+        """For each `song` vector, the (id, cosine) of its `limit` nearest tracks passing
+        `where` and not in `exclude`, best first; one planned batch, no payloads (a caller
+        reads the union of the hits once: several seeds share many neighbours)."""
 
     def close(self) -> None: ...

@@ -198,6 +198,7 @@ class EdgeStore:
         where: TrackFilter | None = None,
         using: str = SONG,
         candidates: int | None = None,
+        exclude: Sequence[str] = (),
     ) -> list[Candidate]:
         params = None
         if using == FIRST_STAGE:
@@ -208,13 +209,37 @@ class EdgeStore:
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(list(vector), using=using),
-            filter=_filter(where),
+            filter=_filter(where, exclude),
             params=params,
             with_vector=False,
             with_payload=True,
         )
         hits = self._shard(name).query(request)
         return [Candidate(str(h.id), float(h.score), dict(h.payload or {})) for h in hits]
+
+    def neighbours(
+        self,
+        name: str,
+        vectors: Sequence[Sequence[float]],
+        limit: int,
+        where: TrackFilter | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[list[tuple[str, float]]]:
+        if not vectors:
+            return []
+        condition = _filter(where, exclude)
+        requests = [
+            qe.QueryRequest(
+                limit=limit,
+                query=qe.Query.Nearest(list(v), using=SONG),
+                filter=condition,
+                with_vector=False,
+                with_payload=False,
+            )
+            for v in vectors
+        ]
+        found = self._shard(name).query_batch(qe.QueryBatchRequest(requests))
+        return [[(str(h.id), float(h.score)) for h in hits] for hits in found]
 
     def close(self) -> None:
         for shard in self._shards.values():
@@ -223,10 +248,13 @@ class EdgeStore:
         self._shards.clear()
 
 
-def _filter(where: TrackFilter | None) -> qe.Filter | None:
-    if where is None or where.is_empty():
+def _filter(where: TrackFilter | None, exclude: Sequence[str] = ()) -> qe.Filter | None:
+    if (where is None or where.is_empty()) and not exclude:
         return None
-    must: list[Any] = [qe.FieldCondition(k, match=qe.MatchValue(v)) for k, v in where.matches()]
-    for key, low, high in where.ranges():
-        must.append(qe.FieldCondition(key, range=qe.RangeFloat(gte=low, lte=high)))
-    return qe.Filter(must=must)
+    must: list[Any] = []
+    if where is not None:
+        must = [qe.FieldCondition(k, match=qe.MatchValue(v)) for k, v in where.matches()]
+        for key, low, high in where.ranges():
+            must.append(qe.FieldCondition(key, range=qe.RangeFloat(gte=low, lte=high)))
+    must_not: list[Any] = [qe.HasIdCondition(set(exclude))] if exclude else []
+    return qe.Filter(must=must or None, must_not=must_not or None)

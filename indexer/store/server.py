@@ -172,6 +172,7 @@ class ServerStore:
         where: TrackFilter | None = None,
         using: str = SONG,
         candidates: int | None = None,
+        exclude: Sequence[str] = (),
     ) -> list[Candidate]:
         params = None
         if using == FIRST_STAGE:
@@ -184,23 +185,49 @@ class ServerStore:
             query=list(vector),
             using=using,
             limit=limit,
-            query_filter=_filter(where),
+            query_filter=_filter(where, exclude),
             search_params=params,
             with_payload=True,
             with_vectors=False,
         )
         return [Candidate(str(h.id), float(h.score), dict(h.payload or {})) for h in result.points]
 
+    def neighbours(
+        self,
+        name: str,
+        vectors: Sequence[Sequence[float]],
+        limit: int,
+        where: TrackFilter | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[list[tuple[str, float]]]:
+        if not vectors:
+            return []
+        condition = _filter(where, exclude)
+        requests = [
+            qm.QueryRequest(
+                query=list(v),
+                using=SONG,
+                limit=limit,
+                filter=condition,
+                with_payload=False,
+                with_vector=False,
+            )
+            for v in vectors
+        ]
+        found = self.client.query_batch_points(name, requests)
+        return [[(str(h.id), float(h.score)) for h in r.points] for r in found]
+
     def close(self) -> None:
         self.client.close()
 
 
-def _filter(where: TrackFilter | None) -> qm.Filter | None:
-    if where is None or where.is_empty():
+def _filter(where: TrackFilter | None, exclude: Sequence[str] = ()) -> qm.Filter | None:
+    if (where is None or where.is_empty()) and not exclude:
         return None
-    must: list[qm.Condition] = [
-        qm.FieldCondition(key=k, match=qm.MatchValue(value=v)) for k, v in where.matches()
-    ]
-    for key, low, high in where.ranges():
-        must.append(qm.FieldCondition(key=key, range=qm.Range(gte=low, lte=high)))
-    return qm.Filter(must=must)
+    must: list[qm.Condition] = []
+    if where is not None:
+        must = [qm.FieldCondition(key=k, match=qm.MatchValue(value=v)) for k, v in where.matches()]
+        for key, low, high in where.ranges():
+            must.append(qm.FieldCondition(key=key, range=qm.Range(gte=low, lte=high)))
+    must_not: list[qm.Condition] = [qm.HasIdCondition(has_id=list(exclude))] if exclude else []
+    return qm.Filter(must=must or None, must_not=must_not or None)

@@ -100,6 +100,29 @@ def exercise(store: Store) -> dict[str, Any]:
         "folder": ids(store.search("tracks-a", vec(3), 5, TrackFilter(folder="/music/rock"))),
         "none": ids(store.search("tracks-a", vec(3), 5, TrackFilter(genre="polka"))),
     }
+    # excluded ids never come back, alone or beside a filter, from either kind of search
+    pid = [p.id for p in pts]
+    out["excluded"] = {
+        "song": ids(store.search("tracks-a", vec(3), 5, exclude=[pid[3], pid[1]])),
+        "filtered": ids(
+            store.search("tracks-a", vec(3), 5, TrackFilter(artist="artist 0"), exclude=[pid[4]])
+        ),
+        "first_stage": ids(
+            store.search(
+                "tracks-a", vec(3, FIRST_STAGE_DIM), 5, using=FIRST_STAGE, exclude=[pid[0]]
+            )
+        ),
+    }
+    # several song vectors in one batch: each answers as its own search would, without payloads
+    batch = store.neighbours(
+        "tracks-a", [vec(3), vec(1), vec(0)], 3, TrackFilter(year_max=1993), exclude=[pid[1]]
+    )
+    alone = [
+        [(h.id, round(h.score, 4)) for h in store.search(
+            "tracks-a", v, 3, TrackFilter(year_max=1993), exclude=[pid[1]])]
+        for v in (vec(3), vec(1), vec(0))
+    ]  # fmt: skip
+    out["neighbours"] = ([[(i, round(s, 4)) for i, s in hits] for hits in batch], alone)
     store.set_payload("tracks-a", pts[0].id, {"path": "/elsewhere/0.flac"})
     (p0,) = store.retrieve("tracks-a", [pts[0].id])
     out["payload"] = (p0.payload["path"], p0.payload["artist"], p0.payload["year"])
@@ -134,6 +157,13 @@ def test_store_operations(backend: str, tmp_path: Path) -> None:
     assert f["duration"] == [pid[4]]
     assert sorted(f["folder"]) == sorted([pid[1], pid[3]])
     assert f["none"] == []
+    e = out["excluded"]
+    assert sorted(e["song"]) == sorted([pid[0], pid[2], pid[4]])
+    assert sorted(e["filtered"]) == sorted([pid[0], pid[2]])
+    assert sorted(e["first_stage"]) == sorted(pid[1:])
+    batch, alone = out["neighbours"]
+    assert batch == alone and [len(hits) for hits in batch] == [3, 3, 3]
+    assert all(i != pid[1] for hits in batch for i, _ in hits)
     assert out["after_delete"] == (3, [])
     assert (out["switch1"], out["switch2"], out["target"]) == (None, "tracks-a", "tracks-b")
     assert out["collections"] == ["tracks-b"]
