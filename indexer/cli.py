@@ -177,6 +177,37 @@ def _cmd_similar(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from indexer import service
+    from indexer.search import MAX_SEEDS, Page, QueryError, parse_filters, track_ids
+
+    settings = _settings()
+    _check_limit(args.limit, settings)
+    where = parse_filters(args.filter)
+    # ids and counts are checked before the model loads
+    liked, disliked = track_ids(args.ids), track_ids(args.negative)
+    for flag, ids in (("IDs", liked), ("--not", disliked)):
+        if len(ids) > MAX_SEEDS:
+            raise QueryError(f"{flag}: {len(ids)} tracks; at most {MAX_SEEDS}")
+    if args.query is not None and not args.query.strip():
+        raise QueryError("--query is empty")
+    body: dict[str, Any] = {"positive": list(liked), "negative": list(disliked)}
+    body["limit"] = args.limit
+    body["filters"] = {k: v for k, v in asdict(where).items() if v is not None}
+    if args.query is not None:
+        body["query"] = args.query
+    hits = service.find(
+        settings,
+        lambda s: s.recommend(liked, disliked, args.query, where, Page(args.limit)),
+        lambda r: r.post("/recommend", body),
+        on_wait=_waiting(settings),
+    )
+    _print_hits(hits, args.json)
+    return 0
+
+
 def _check_limit(limit: int, settings: Any) -> None:
     """--limit within what the API allows (INDEXER_MAX_LIMIT), before anything loads."""
     from indexer.search import QueryError
@@ -366,7 +397,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_similar)
-    p = sub.add_parser("serve", help="the HTTP API (search, similar, tracks, health, metrics)")
+    p = sub.add_parser(
+        "recommend", help="tracks like some indexed tracks (ids) and unlike others (--not)"
+    )
+    p.add_argument("ids", nargs="+", metavar="ID", help="liked track ids (at most 50)")
+    p.add_argument(
+        "--not",
+        dest="negative",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="ID",
+        help="disliked track ids (at most 50)",
+    )
+    p.add_argument("--query", metavar="TEXT", help='text that steers, e.g. "calmer, no drums"')
+    p.add_argument("--limit", type=int, default=10)
+    p.add_argument(
+        "--filter", action="append", default=[], metavar="KEY=VALUE", help="as for query"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_recommend)
+    p = sub.add_parser(
+        "serve", help="the HTTP API (search, similar, recommend, tracks, health, metrics)"
+    )
     p.add_argument("--host", help="bind address (default INDEXER_HOST, 127.0.0.1)")
     p.add_argument("--port", type=_bounded(0, 65535), help="port (default INDEXER_PORT, 8000)")
     p.set_defaults(func=_cmd_serve)

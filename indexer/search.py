@@ -12,7 +12,18 @@ cost ~100 random reads per query, the latency tail once the OS had dropped the p
 
 Similar tracks use the song vector first, then a clip-level re-rank: the symmetric mean of
 best clip matches (Chamfer similarity), so a track that shares whole passages with the query
-track ranks above one that only sounds alike on average.
+track ranks above one that only sounds alike on average. A batch of seed tracks shares one
+planned first stage (the store's `neighbours`) and one read of the candidates.
+
+Recommendations from liked (positive) and disliked (negative) tracks reuse both mechanisms. The
+first stage gathers candidates with song vectors, as Qdrant's recommend API would, but as a
+union: the average-vector query (2·mean(positive) − mean(negative), Qdrant's strategy) and each
+liked track's own neighbours, so a candidate close to one liked track is not lost to the
+average of several different ones; with a steering text, the text search's fusion first stage
+adds its own candidates. The re-rank is at clip level: a candidate's Chamfer similarity to each
+liked track, averaged (one liked track: exactly `similar`'s score), minus NEGATIVE_WEIGHT x its
+highest Chamfer similarity to a disliked track, plus STEER_WEIGHT x the text's fusion score.
+Liked, disliked and excluded tracks are excluded inside the store's search, so pages are full.
 """
 
 from __future__ import annotations
@@ -47,6 +58,20 @@ SEGMENT_KEEP = 0.5
 MAX_SEGMENTS = 3
 # temperature turning clip match scores into weights for similar-track segments
 SIMILAR_TEMPERATURE = 0.05
+# recommend: a disliked track's Chamfer similarity counts half a liked one's, the 2 : 1 of
+# Qdrant's average-vector strategy (it searches 2·mean(positive) − mean(negative))
+NEGATIVE_WEIGHT = 0.5
+# recommend: the steering text's fusion score counts as much as a disliked track: fusion scores
+# spread over about the range of Chamfer similarities between songs (-0.5..0.6 against
+# -0.1..0.8 for 16 synthetic songs of four styles with collap-mini), so it moves hits without
+# outweighing the liked tracks
+STEER_WEIGHT = 0.5
+MAX_SEEDS = 50  # liked tracks, and separately disliked tracks, one recommendation may name
+# with per_artist, the first stage fetches this many times the hits asked for, since keeping
+# few tracks per artist drops some of the best candidates
+PER_ARTIST_SLACK = 4
+# the re-rank's similarity blocks hold at most this many clip pairs (float32: 64 MB)
+CLIP_PAIRS_PER_BLOCK = 1 << 24
 # payload keys callers never see (internal copies and bookkeeping)
 HIDDEN_PAYLOAD = frozenset({CLIP_VECTORS, "dirs"})
 FILTER_KEYS = ("artist", "album", "genre", "year", "duration", "path")
@@ -104,6 +129,97 @@ class Hit:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Page:
+    """Which hits of a ranking a request wants: `limit` of them after skipping `offset`, with
+    at most `per_artist` per artist (tracks without an artist tag count as their own artists),
+    never one of `exclude` (track ids)."""
+
+    limit: int = 10
+    offset: int = 0
+    per_artist: int | None = None
+    exclude: tuple[str, ...] = ()
+
+    def check(self) -> Page:
+        """The page with its excluded ids in canonical form; QueryError if it asks for
+        nothing or names a bad id."""
+        _check_limit(self.limit)
+        if self.offset < 0:
+            raise QueryError(f"offset must be at least 0 (got {self.offset})")
+        if self.per_artist is not None and self.per_artist < 1:
+            raise QueryError(f"per_artist must be at least 1 (got {self.per_artist})")
+        return Page(self.limit, self.offset, self.per_artist, track_ids(self.exclude))
+
+    def fetch(self, candidates: int) -> int:
+        """How many first-stage candidates this page needs at least."""
+        need = self.offset + self.limit
+        return max(candidates, need * (PER_ARTIST_SLACK if self.per_artist else 1))
+
+    def select(self, ranked: Sequence[Candidate]) -> list[int]:
+        """Positions in `ranked` (best first) of this page's hits."""
+        kept: list[int] = []
+        per: dict[str, int] = {}
+        for i, cand in enumerate(ranked):
+            artist = cand.payload.get("artist")
+            if self.per_artist is not None and isinstance(artist, str) and artist.strip():
+                key = artist.strip().casefold()
+                if per.get(key, 0) >= self.per_artist:
+                    continue
+                per[key] = per.get(key, 0) + 1
+            kept.append(i)
+            if len(kept) == self.offset + self.limit:
+                break
+        return kept[self.offset :]
+
+
+@dataclass(frozen=True)
+class Seed:
+    """A track to rank others against: an indexed one (id) or a file embedded on the fly."""
+
+    id: str | None
+    song: np.ndarray  # (D,) unit
+    clips: np.ndarray  # (N, D) unit
+    times: np.ndarray  # (N, 2) seconds
+
+
+def chamfer(
+    seeds: Sequence[np.ndarray], candidates: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeds' clips (N_s, D) each and candidates' clips (N_c, D) each, unit vectors ->
+    (S, C) symmetric Chamfer similarity (the mean of the seed clips' best matches in the
+    candidate and of the candidate clips' best matches in the seed, averaged), and (S, ΣN_c)
+    each candidate clip's best match in each seed (the candidates' clips concatenated).
+
+    One matrix product per block of seeds instead of a loop over pairs: a recommendation
+    compares up to 50 liked tracks with hundreds of candidates."""
+    cand = np.concatenate(candidates)  # (ΣN_c, D)
+    c_sizes = np.array([c.shape[0] for c in candidates])
+    c_starts = np.concatenate([[0], np.cumsum(c_sizes)[:-1]])
+    scores = np.empty((len(seeds), len(candidates)), dtype=np.float32)
+    best_in_seed = np.empty((len(seeds), cand.shape[0]), dtype=np.float32)
+    rows_per_block = max(1, CLIP_PAIRS_PER_BLOCK // max(1, cand.shape[0]))
+    first = 0
+    while first < len(seeds):
+        last, rows = first, 0
+        while last < len(seeds) and (
+            last == first or rows + seeds[last].shape[0] <= rows_per_block
+        ):
+            rows += seeds[last].shape[0]
+            last += 1
+        block = seeds[first:last]
+        sim = np.concatenate(block) @ cand.T  # (ΣN_s, ΣN_c) cosine
+        s_sizes = np.array([b.shape[0] for b in block])
+        s_starts = np.concatenate([[0], np.cumsum(s_sizes)[:-1]])
+        best_in_cand = np.maximum.reduceat(sim, c_starts, axis=1)  # (ΣN_s, C)
+        forward = np.add.reduceat(best_in_cand, s_starts, axis=0) / s_sizes[:, None]  # (S_b, C)
+        best = np.maximum.reduceat(sim, s_starts, axis=0)  # (S_b, ΣN_c)
+        backward = np.add.reduceat(best, c_starts, axis=1) / c_sizes[None, :]  # (S_b, C)
+        scores[first:last] = 0.5 * (forward + backward)
+        best_in_seed[first:last] = best
+        first = last
+    return scores, best_in_seed
 
 
 def parse_filters(items: Sequence[str]) -> TrackFilter:
@@ -272,6 +388,16 @@ class Searcher:
             raise TrackNotFound(f"no track with id {track_id}")
         return {"id": found[0].id, **public_payload(found[0].payload)}
 
+    def _check_text(self, text: str) -> str:
+        text = text.strip()
+        if not text:
+            raise QueryError("the query is empty")
+        if len(text) > self.max_query_chars:
+            raise QueryError(
+                f"the query has {len(text)} characters; the limit is {self.max_query_chars}"
+            )
+        return text
+
     # ---- text search --------------------------------------------------------------------------
     def search(
         self,
@@ -284,13 +410,7 @@ class Searcher:
         `explain`, every clip's weight and similarity)."""
         from collap_model.outputs import ClipBatch
 
-        text = text.strip()
-        if not text:
-            raise QueryError("the query is empty")
-        if len(text) > self.max_query_chars:
-            raise QueryError(
-                f"the query has {len(text)} characters; the limit is {self.max_query_chars}"
-            )
+        text = self._check_text(text)
         _check_limit(limit)
         target = self.collection()
         try:
@@ -326,40 +446,50 @@ class Searcher:
         limit: int = 10,
         where: TrackFilter | None = None,
         explain: bool = False,
+        page: Page | None = None,
     ) -> list[Hit]:
         """Tracks most like an indexed one (itself excluded); `explain` as for search, with
-        each clip's best match in the query track as its similarity."""
-        _check_limit(limit)
+        each clip's best match in the query track as its similarity. `page` (offset,
+        per_artist, exclude) overrides `limit`."""
+        return self.similar_many([track_id], limit, where, explain, page)[0]
+
+    def similar_many(
+        self,
+        seed_ids: Sequence[str],
+        limit: int = 10,
+        where: TrackFilter | None = None,
+        explain: bool = False,
+        page: Page | None = None,
+    ) -> list[list[Hit]]:
+        """`similar` for several seed tracks at once, in their order: one read of the seeds,
+        one planned first stage for all, one read of the candidates they share."""
+        page = (page or Page(limit)).check()
         target = self.collection()
-        with self._lock:
-            found = self.store.retrieve(target, [_check_id(track_id)], with_vectors=True)
-        if not found:
-            raise TrackNotFound(f"no track with id {track_id}")
-        track = found[0]
-        clips, times = self._own_clips(track)
-        assert track.song is not None
-        song = np.asarray(track.song)
-        return self._similar(target, song, clips, times, limit, where, track.id, explain)
+        seeds = self._seeds(target, seed_ids)
+        return self._similar(target, seeds, page, where, explain)
 
     def similar_to_file(
-        self, path: str | Path, limit: int = 10, where: TrackFilter | None = None
+        self,
+        path: str | Path,
+        limit: int = 10,
+        where: TrackFilter | None = None,
+        page: Page | None = None,
     ) -> list[Hit]:
         """Tracks most like an audio file: the indexed track if its content is indexed, else
         the file embedded on the fly (not stored)."""
         from indexer.scan import content_hash
 
-        _check_limit(limit)
+        page = (page or Page(limit)).check()
         target = self.collection()
         path = Path(path)
         pid = point_id(content_hash(str(path)))
         with self._lock:
             known = self.store.retrieve(target, [pid])
         if known:
-            return self.similar(pid, limit, where)
+            return self.similar(pid, where=where, page=page)
         emb = self.embed_file(path)
-        return self._similar(
-            target, emb.song.numpy(), emb.clips.numpy(), emb.clip_times.numpy(), limit, where
-        )
+        seed = Seed(None, emb.song.numpy(), emb.clips.numpy(), emb.clip_times.numpy())
+        return self._similar(target, [seed], page, where, False)[0]
 
     def embed_file(self, path: Path) -> AudioEmbedding:
         from indexer.decode import AudioDecoder, DecodeError
@@ -377,35 +507,159 @@ class Searcher:
     def _similar(
         self,
         target: str,
-        song: np.ndarray,
-        clips: np.ndarray,
-        times: np.ndarray,
-        limit: int,
+        seeds: Sequence[Seed],
+        page: Page,
         where: TrackFilter | None,
-        exclude: str | None = None,
+        explain: bool,
+    ) -> list[list[Hit]]:
+        # one more than needed: a seed is excluded from its own list after the search (in a
+        # batch, seed A's list may hold seed B, so seeds are not excluded in the store)
+        k = page.fetch(self.candidates) + 1
+        with self._lock:
+            found = self.store.neighbours(
+                target, [seed.song.tolist() for seed in seeds], k, where, page.exclude
+            )
+        if not any(found) and all(seed.id is None for seed in seeds):
+            _nothing_found(where)
+        read = self._read(target, {i for hits in found for i, _ in hits})
+        out: list[list[Hit]] = []
+        for seed, hits in zip(seeds, found, strict=True):
+            cands = [
+                Candidate(i, score, read[i]) for i, score in hits if i != seed.id and i in read
+            ]
+            if not cands:
+                out.append([])
+                continue
+            cand_clips, cand_times = self._clips_of(target, cands)
+            scores, best = chamfer([seed.clips], cand_clips)
+            out.append(
+                self._ranked(cands, scores[0], best[0], cand_clips, cand_times, page, explain)
+            )
+        return out
+
+    # ---- recommendations ------------------------------------------------------------------------
+    def recommend(
+        self,
+        positive: Sequence[str],
+        negative: Sequence[str] = (),
+        query: str | None = None,
+        where: TrackFilter | None = None,
+        page: Page | None = None,
         explain: bool = False,
     ) -> list[Hit]:
-        k = max(self.candidates, limit) + (1 if exclude else 0)
+        """Tracks like the liked ones (`positive`, 1..MAX_SEEDS ids), unlike the disliked ones
+        (`negative`, up to MAX_SEEDS), steered by an optional text scored by the same fusion
+        as search; never one of the named or excluded tracks (see the module docstring). A
+        track named on both sides counts on both (a client may send a listener's history as it
+        is)."""
+        from collap_model.outputs import ClipBatch
+
+        page = (page or Page()).check()
+        liked, disliked = track_ids(positive), track_ids(negative)
+        if not liked:
+            raise QueryError("positive names no track: give at least one liked track id")
+        for name, ids in (("positive", liked), ("negative", disliked)):
+            if len(ids) > MAX_SEEDS:
+                raise QueryError(f"{name} names {len(ids)} tracks; at most {MAX_SEEDS}")
+        text = None if query is None else self._check_text(query)
+        target = self.collection()
+        seeds = self._seeds(target, [*liked, *disliked])
+        pos, neg = seeds[: len(liked)], seeds[len(liked) :]
+        banned = tuple(dict.fromkeys([*liked, *disliked, *page.exclude]))
+        emb = None
+        if text is not None:
+            try:
+                emb = self.model.encode_text([text])
+            except ValueError as err:
+                raise QueryError(str(err)) from err
+        need = page.fetch(self.candidates)
+        # Qdrant's average-vector query: mean(liked) + (mean(liked) − mean(disliked))
+        average = np.mean([s.song for s in pos], axis=0)
+        if neg:
+            average = 2 * average - np.mean([s.song for s in neg], axis=0)
+        average /= max(float(np.linalg.norm(average)), 1e-12)
+        first: dict[str, float] = {}
         with self._lock:
-            found = self.store.search(target, song.tolist(), k, where)
-        if not found and exclude is None:
-            return _nothing_found(where)
-        found = [c for c in found if c.id != exclude]
-        if not found:
+            lists = self.store.neighbours(target, [average.tolist()], need, where, banned)
+            if len(pos) > 1:  # each liked track's own neighbours, sharing the candidates budget
+                each = max(page.offset + page.limit, -(-need // len(pos)))
+                lists += self.store.neighbours(
+                    target, [s.song.tolist() for s in pos], each, where, banned
+                )
+            texts: list[Candidate] = []
+            if emb is not None:
+                vector = self.model.first_stage_query(emb)[0].cpu().tolist()
+                texts = self.store.search(
+                    target, vector, need, where, FIRST_STAGE, self.candidates, banned
+                )
+        for hits in lists:
+            for i, score in hits:
+                first[i] = max(score, first.get(i, -np.inf))
+        payloads = {c.id: c.payload for c in texts}
+        for c in texts:
+            first.setdefault(c.id, c.score)
+        payloads.update(self._read(target, set(first) - set(payloads)))
+        cands = [Candidate(i, score, payloads[i]) for i, score in first.items() if i in payloads]
+        if not cands:
             return []
-        cand_clips, cand_times = self._clips_of(target, found)
-        ranked = []
-        for cand, other, other_times in zip(found, cand_clips, cand_times, strict=True):
-            sim = clips @ other.T  # (Nq, Nc) cosine: clips are unit vectors
-            best_for_query, best_in_other = sim.max(axis=1), sim.max(axis=0)
-            score = 0.5 * (float(best_for_query.mean()) + float(best_in_other.mean()))
-            w = np.exp((best_in_other - best_in_other.max()) / SIMILAR_TEMPERATURE)
+        cand_clips, cand_times = self._clips_of(target, cands)
+        liked_sim, best = chamfer([s.clips for s in pos], cand_clips)
+        scores = liked_sim.mean(axis=0)
+        if neg:
+            disliked_sim, _ = chamfer([s.clips for s in neg], cand_clips)
+            scores = scores - NEGATIVE_WEIGHT * disliked_sim.max(axis=0)
+        if emb is not None:
+            fused = self.model.score_only(emb, ClipBatch.of_arrays(cand_clips, cand_times))
+            scores = scores + STEER_WEIGHT * fused[0].float().cpu().numpy()
+        return self._ranked(cands, scores, best.max(axis=0), cand_clips, cand_times, page, explain)
+
+    def _ranked(
+        self,
+        cands: Sequence[Candidate],
+        scores: np.ndarray,
+        best: np.ndarray,
+        cand_clips: Sequence[np.ndarray],
+        cand_times: Sequence[np.ndarray],
+        page: Page,
+        explain: bool,
+    ) -> list[Hit]:
+        """Candidates, their scores (C,) and each of their clips' best match in the seeds
+        (ΣN_c,) -> the page's hits, best first, with segments where they match the seeds."""
+        order = np.argsort(-scores, kind="stable").tolist()
+        starts = np.concatenate([[0], np.cumsum([c.shape[0] for c in cand_clips])])
+        hits = []
+        for pos in page.select([cands[i] for i in order]):
+            i = order[pos]
+            match = best[starts[i] : starts[i + 1]]
+            w = np.exp((match - match.max()) / SIMILAR_TEMPERATURE)
             w /= w.sum()
-            segs = segments_from_weights(other_times, w, best_in_other)
-            clip_parts = clip_matches(other_times, w, best_in_other) if explain else None
-            ranked.append((score, cand, segs, clip_parts))
-        ranked.sort(key=lambda r: -r[0])
-        return [_hit(cand, score, segs, parts) for score, cand, segs, parts in ranked[:limit]]
+            segs = segments_from_weights(cand_times[i], w, match)
+            parts = clip_matches(cand_times[i], w, match) if explain else None
+            hits.append(_hit(cands[i], float(scores[i]), segs, parts))
+        return hits
+
+    def _seeds(self, target: str, named: Sequence[str]) -> list[Seed]:
+        """The tracks' song vectors and clips, in the given order; TrackNotFound names the
+        first unknown one."""
+        ids = [_check_id(t) for t in named]
+        with self._lock:
+            found = {t.id: t for t in self.store.retrieve(target, list(dict.fromkeys(ids)), True)}
+        seeds = []
+        for given, pid in zip(named, ids, strict=True):
+            track = found.get(pid)
+            if track is None:
+                raise TrackNotFound(f"no track with id {given}")
+            assert track.song is not None
+            clips, times = self._own_clips(track)
+            seeds.append(Seed(pid, np.asarray(track.song, dtype=np.float32), clips, times))
+        return seeds
+
+    def _read(self, target: str, ids: set[str]) -> dict[str, dict[str, Any]]:
+        """Payloads of the given tracks (those still stored)."""
+        if not ids:
+            return {}
+        with self._lock:
+            return {t.id: t.payload for t in self.store.retrieve(target, sorted(ids))}
 
     # ---- clips ----------------------------------------------------------------------------------
     def _clips_of(
@@ -466,6 +720,11 @@ def _nothing_found(where: TrackFilter | None) -> list[Hit]:
 def _check_limit(limit: int) -> None:
     if limit < 1:
         raise QueryError(f"limit must be at least 1 (got {limit})")
+
+
+def track_ids(given: Sequence[str]) -> tuple[str, ...]:
+    """Track ids in canonical form, first occurrences in order; QueryError for a bad one."""
+    return tuple(dict.fromkeys(_check_id(t) for t in given))
 
 
 def _check_id(track_id: str) -> str:

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)  # `indexer serve` port (0 = any free port)
     max_query_chars: int = Field(20_000, ge=1)  # longer query texts are refused (4xx)
     max_limit: int = Field(100, ge=1)  # the most hits one request may ask for
+    # the most hits a paged request (similar, recommend) may skip: offset + limit candidates
+    # are re-ranked at clip level, so deep pages cost in proportion
+    max_offset: int = Field(1000, ge=0)
     max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies are refused (413)
     # ---- distributed indexing (workers/, Celery + Redis) ----
     broker_url: str = "redis://127.0.0.1:6379/0"  # Celery broker; also holds queue bookkeeping

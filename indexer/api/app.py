@@ -1,4 +1,5 @@
-"""The HTTP API (FastAPI): search, similar tracks, track lookup, health, Prometheus metrics.
+"""The HTTP API (FastAPI): search, similar tracks (one seed or a batch), recommendations, track
+lookup, health, Prometheus metrics.
 
 `create_app(settings)` builds the app; its lifespan opens the store (the embedded one under the
 data directory's lock) and loads the model once. Handlers are plain `def`s, so FastAPI runs
@@ -29,7 +30,7 @@ from prometheus_client import (
 )
 
 from indexer.api import audio, guards, page
-from indexer.api.schemas import Health, Hits, Problem, Track, request_models
+from indexer.api.schemas import BatchHits, Health, Hits, Problem, Track, request_models
 from indexer.search import EMPTY, IndexUnavailable, QueryError, Searcher, TrackNotFound
 from indexer.settings import Settings
 
@@ -48,6 +49,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": Problem, "description": "the index is empty or was built by another model"},
     413: {"model": Problem, "description": "request body too large"},
 }
+# routes naming tracks by id
+NAMED = {**ERRORS, 404: {"model": Problem, "description": "no track with a given id"}}
 
 
 class Metrics:
@@ -82,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     models = request_models(settings)
     SearchRequest, SimilarRequest = models.search, models.similar
+    BatchSimilarRequest, RecommendRequest = models.batch_similar, models.recommend
     metrics = Metrics()
     key = settings.api_key.get_secret_value().encode() if settings.api_key else None
     state: dict[str, Searcher] = {}
@@ -141,12 +145,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hits = s.search(body.query, body.limit, where, body.explain)  # type: ignore[attr-defined]
         return {"hits": [h.as_dict() for h in hits], "took_ms": _ms(began)}
 
-    @app.post("/similar", response_model=Hits, responses=ERRORS, dependencies=guarded)
+    @app.post("/similar", response_model=Hits, responses=NAMED, dependencies=guarded)
     def similar(body: SimilarRequest, s: Open) -> dict[str, Any]:  # type: ignore[valid-type]
-        """Tracks most like an indexed track (by id; the API never reads a path it is given)."""
+        """Tracks most like an indexed track (by id; the API never reads a path it is given),
+        paged (`offset`), at most `per_artist` per artist, never an `exclude`d one."""
         began = time.perf_counter()
-        where = body.filters.to_filter() if body.filters else None  # type: ignore[attr-defined]
-        hits = s.similar(str(body.id), body.limit, where, body.explain)  # type: ignore[attr-defined]
+        b: Any = body
+        hits = s.similar(str(b.id), where=b.where(), explain=b.explain, page=b.page())
+        return {"hits": [h.as_dict() for h in hits], "took_ms": _ms(began)}
+
+    @app.post("/batch/similar", response_model=BatchHits, responses=NAMED, dependencies=guarded)
+    def batch_similar(body: BatchSimilarRequest, s: Open) -> dict[str, Any]:  # type: ignore[valid-type]
+        """`/similar` for many seed tracks in one call (e.g. a nightly job recomputing "more
+        like this" rows): one list per seed, in the request's order; an unknown id is a 404."""
+        began = time.perf_counter()
+        b: Any = body
+        ids = [str(i) for i in b.ids]
+        lists = s.similar_many(ids, where=b.where(), explain=b.explain, page=b.page())
+        results = [
+            {"id": i, "hits": [h.as_dict() for h in hits]}
+            for i, hits in zip(ids, lists, strict=True)
+        ]
+        return {"results": results, "took_ms": _ms(began)}
+
+    @app.post("/recommend", response_model=Hits, responses=NAMED, dependencies=guarded)
+    def recommend(body: RecommendRequest, s: Open) -> dict[str, Any]:  # type: ignore[valid-type]
+        """Tracks like the `positive` ones and unlike the `negative` ones, ranked at clip
+        level, optionally steered by a text `query` (scored by the same fusion as search);
+        never a positive, negative or excluded track. An unknown id is a 404."""
+        began = time.perf_counter()
+        b: Any = body
+        hits = s.recommend(
+            [str(i) for i in b.positive],
+            [str(i) for i in b.negative],
+            b.query,
+            b.where(),
+            b.page(),
+            b.explain,
+        )
         return {"hits": [h.as_dict() for h in hits], "took_ms": _ms(began)}
 
     @app.get(

@@ -11,6 +11,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from indexer.search import MAX_SEEDS, Page
 from indexer.settings import Settings
 from indexer.store.base import DURATION_MAX, YEAR_MAX, TrackFilter
 
@@ -57,9 +58,53 @@ class Filters(BaseModel):
 class RequestModels:
     search: type[BaseModel]
     similar: type[BaseModel]
+    batch_similar: type[BaseModel]
+    recommend: type[BaseModel]
+
+
+# excluded ids one request may name, and seed tracks one /batch/similar call may name
+MAX_EXCLUDE = 1000
+MAX_BATCH = 100
+TrackIds = list[UUID]
 
 
 def request_models(settings: Settings) -> RequestModels:
+    Limit = Annotated[int, Field(ge=1, le=settings.max_limit, description="hits to return")]
+    Offset = Annotated[
+        int, Field(ge=0, le=settings.max_offset, description="hits to skip (paging)")
+    ]
+    Text = Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=settings.max_query_chars,
+            pattern=r"\S",
+            description="free text: a short query or a paragraph describing a whole song",
+        ),
+    ]
+
+    class Paged(BaseModel):
+        """What the paged routes (similar, batch similar, recommend) share."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        limit: Limit = 10
+        offset: Offset = 0
+        filters: Filters | None = None
+        exclude: TrackIds = Field(
+            default_factory=list, max_length=MAX_EXCLUDE, description="track ids never to return"
+        )
+        per_artist: int | None = Field(
+            None, ge=1, description="at most this many hits per artist (untagged tracks: no limit)"
+        )
+        explain: bool = Field(False, description=EXPLAIN)
+
+        def page(self) -> Page:
+            return Page(self.limit, self.offset, self.per_artist, tuple(map(str, self.exclude)))
+
+        def where(self) -> TrackFilter | None:
+            return self.filters.to_filter() if self.filters else None
+
     class SearchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
@@ -73,15 +118,28 @@ def request_models(settings: Settings) -> RequestModels:
         filters: Filters | None = None
         explain: bool = Field(False, description=EXPLAIN)
 
-    class SimilarRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-
+    class SimilarRequest(Paged):
         id: UUID = Field(description="an indexed track id")
-        limit: int = Field(10, ge=1, le=settings.max_limit, description="hits to return")
-        filters: Filters | None = None
-        explain: bool = Field(False, description=EXPLAIN)
 
-    return RequestModels(SearchRequest, SimilarRequest)
+    class BatchSimilarRequest(Paged):
+        ids: TrackIds = Field(
+            min_length=1,
+            max_length=MAX_BATCH,
+            description="indexed track ids: one list of similar tracks for each, in this order",
+        )
+
+    class RecommendRequest(Paged):
+        positive: TrackIds = Field(
+            min_length=1, max_length=MAX_SEEDS, description="liked track ids: more like these"
+        )
+        negative: TrackIds = Field(
+            default_factory=list, max_length=MAX_SEEDS, description="disliked: less like these"
+        )
+        query: Text | None = Field(
+            None, description="optional text that steers, scored by the same fusion as search"
+        )
+
+    return RequestModels(SearchRequest, SimilarRequest, BatchSimilarRequest, RecommendRequest)
 
 
 class SegmentOut(BaseModel):
@@ -102,7 +160,8 @@ class HitOut(BaseModel):
     id: str
     score: float = Field(description="ranking score (fusion score for search)")
     first_stage: float = Field(
-        description="first-stage similarity (search: query . pooled clips; similar: song cosine)"
+        description="first-stage similarity (search: query . pooled clips; similar: song "
+        "cosine; recommend: the best score of the first-stage queries that found it)"
     )
     rerank: float = Field(description="the re-ranking score")
     path: str
@@ -117,6 +176,16 @@ class HitOut(BaseModel):
 
 class Hits(BaseModel):
     hits: list[HitOut]
+    took_ms: float
+
+
+class SeedHits(BaseModel):
+    id: str = Field(description="the seed track")
+    hits: list[HitOut]
+
+
+class BatchHits(BaseModel):
+    results: list[SeedHits] = Field(description="one per seed track, in the request's order")
     took_ms: float
 
 

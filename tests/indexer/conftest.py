@@ -81,3 +81,43 @@ def search_catalog(tmp_path_factory: pytest.TempPathFactory, model) -> SearchCat
                       ("dup3", "dups/copy-of-3.mp3")):  # fmt: skip
         ids[name] = point_id(content_hash(str(root / rel)))
     return SearchCatalog(settings, root, songs, ids, outside)
+
+
+# seeds of `collap synth` songs by style (plan_song(seed).style; 30-40 s songs)
+STYLE_SEEDS = {"rock": (1, 3, 4, 8), "electronic": (7, 13, 16), "ambient": (0, 2, 6)}
+
+
+@dataclass(frozen=True)
+class StyleCatalog:
+    """An indexed catalog of synthetic songs in a few styles, each file tagged with its style's
+    artists (two per style), for recommendation quality."""
+
+    settings: Settings
+    ids: dict[str, list[str]]  # style -> track ids, in STYLE_SEEDS order
+    style: dict[str, str]  # track id -> style
+
+
+@pytest.fixture(scope="session")
+def style_catalog(tmp_path_factory: pytest.TempPathFactory, model) -> StyleCatalog:  # type: ignore[no-untyped-def]
+    from collap_model.synth.dataset import generate_dataset, read_manifest
+
+    if shutil.which("fluidsynth") is None or not TIMGM.exists():
+        pytest.skip("needs fluidsynth and the TimGM6mb soundfont (apt-get install both)")
+    base = tmp_path_factory.mktemp("styles")
+    ids: dict[str, list[str]] = {}
+    style: dict[str, str] = {}
+    for name, seeds in STYLE_SEEDS.items():
+        for k, seed in enumerate(seeds):
+            generate_dataset(base / "synth" / str(seed), 1, seed=seed, soundfont=TIMGM,
+                             min_seconds=30, max_seconds=40)  # fmt: skip
+            (row,) = read_manifest(base / "synth" / str(seed) / "manifest.jsonl")
+            assert row.model_extra and row.model_extra["style"] == name, (seed, row.model_extra)
+            tags = {"title": f"{name} {seed}", "artist": f"{name} band {k % 2}"}
+            path = write_audio(base / "catalog" / f"{name}-{seed}.flac", 0, rate=44_100,
+                               samples=_samples(row.audio_path, 44_100), tags=tags)  # fmt: skip
+            pid = point_id(content_hash(str(path)))
+            ids.setdefault(name, []).append(pid)
+            style[pid] = name
+    settings = Settings(data_dir=base / "data", decode_workers=1, _env_file=None)  # type: ignore[call-arg]
+    service.index(settings, [base / "catalog"], model=ModelHandle(settings, model=model))
+    return StyleCatalog(settings, ids, style)

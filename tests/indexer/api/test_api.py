@@ -120,6 +120,8 @@ def test_everything_else_needs_the_key(server: Server, search_catalog: SearchCat
     for method, route, body in (
         ("POST", "/search", {"query": "piano"}),
         ("POST", "/similar", {"id": tid}),
+        ("POST", "/batch/similar", {"ids": [tid]}),
+        ("POST", "/recommend", {"positive": [tid]}),
         ("GET", f"/tracks/{tid}", None),
         ("GET", "/metrics", None),
     ):
@@ -161,9 +163,47 @@ def test_similar_and_track(server: Server, search_catalog: SearchCatalog) -> Non
     assert "clip_vectors" not in track and "dirs" not in track
 
 
+def test_similar_pages_and_batches(server: Server, search_catalog: SearchCatalog) -> None:
+    ids = search_catalog.ids
+    status, whole = server.call("POST", "/similar", {"id": ids["song3"], "limit": 6})
+    assert status == 200
+    order = [h["id"] for h in whole["hits"]]
+    body = {"id": ids["song3"], "limit": 3, "offset": 1, "exclude": [order[2]], "per_artist": 1}
+    status, paged = server.call("POST", "/similar", body)
+    assert status == 200 and [h["id"] for h in paged["hits"]] == [order[1], *order[3:5]]
+    seeds = [ids["song3"], ids["ann"]]
+    status, batch = server.call("POST", "/batch/similar", {"ids": seeds, "limit": 6})
+    assert status == 200 and [r["id"] for r in batch["results"]] == seeds
+    assert batch["results"][0]["hits"] == whole["hits"] and batch["took_ms"] >= 0
+
+
+def test_recommend(server: Server, search_catalog: SearchCatalog) -> None:
+    ids = search_catalog.ids
+    liked, disliked = [ids["song3"], ids["song1"]], [ids["song6"]]
+    body = {"positive": liked, "negative": disliked, "exclude": [ids["dup3"]], "limit": 20,
+            "query": "soft piano opening", "filters": {"duration_min": 20}}  # fmt: skip
+    status, got = server.call("POST", "/recommend", body)
+    assert status == 200 and got["took_ms"] >= 0
+    found = [h["id"] for h in got["hits"]]
+    assert len(found) == 5 and not {*liked, *disliked, ids["dup3"]} & set(found)
+    assert {ids["ann"], ids["bob"]}.isdisjoint(found)  # under 20 s: filtered out
+    status, page = server.call("POST", "/recommend", {**body, "offset": 2, "limit": 2})
+    assert status == 200 and [h["id"] for h in page["hits"]] == found[2:4]
+
+
 @pytest.mark.parametrize(
     ("method", "route", "body", "status"),
     [
+        ("POST", "/recommend", {"positive": []}, 422),
+        ("POST", "/recommend", {"negative": ["00000000-0000-0000-0000-000000000000"]}, 422),
+        ("POST", "/recommend", {"positive": ["00000000-0000-0000-0000-000000000000"]}, 404),
+        ("POST", "/recommend", {"positive": ["00000000-0000-0000-0000-000000000001"] * 51}, 422),
+        ("POST", "/recommend", {"positive": ["not-a-uuid"]}, 422),
+        ("POST", "/similar", {"id": "00000000-0000-0000-0000-000000000000", "offset": -1}, 422),
+        ("POST", "/similar", {"id": "00000000-0000-0000-0000-000000000000", "offset": 1001}, 422),
+        ("POST", "/similar", {"id": "00000000-0000-0000-0000-000000000000", "per_artist": 0}, 422),
+        ("POST", "/batch/similar", {"ids": []}, 422),
+        ("POST", "/batch/similar", {"ids": ["00000000-0000-0000-0000-000000000000"]}, 404),
         ("POST", "/search", {"query": ""}, 422),
         ("POST", "/search", {"query": "   "}, 422),
         ("POST", "/search", {"query": "piano", "limit": 0}, 422),
@@ -254,6 +294,26 @@ def test_cli_query_goes_through_the_serving_owner(
         env=server.env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert nan.returncode == 2 and "finite" in nan.stderr and "Traceback" not in nan.stderr
+
+
+def test_cli_recommend_goes_through_the_serving_owner(
+    server: Server, search_catalog: SearchCatalog
+) -> None:
+    ids = search_catalog.ids
+    out = subprocess.run(
+        [sys.executable, "-m", "indexer.cli", "recommend", ids["song3"], "--not", ids["song6"],
+         "--query", "drums", "--limit", "3", "--json"],
+        env=server.env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["id"] == ids["dup3"]
+    unknown = "00000000-0000-0000-0000-000000000000"
+    bad = subprocess.run(
+        [sys.executable, "-m", "indexer.cli", "recommend", ids["song3"], "--not", unknown],
+        env=server.env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert f"no track with id {unknown}" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_cli_similar_to_an_unindexed_file_through_the_owner_says_why(
