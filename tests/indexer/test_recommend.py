@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -266,3 +267,60 @@ def test_cli_recommend_errors_are_one_line(
     out = cli(search_catalog.settings, *args)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and message in out.stderr and "Traceback" not in out.stderr
+
+
+# ---- the server store -------------------------------------------------------------------------
+@pytest.fixture
+def server_searcher(
+    search_catalog: SearchCatalog, model: CoLLAP, tmp_path: Path
+) -> Iterator[Searcher]:
+    """The catalog's points copied into qdrant-client's local mode (standing in for a Qdrant
+    server), under the same collection and alias."""
+    from qdrant_client import QdrantClient
+
+    from indexer.store.base import FIRST_STAGE, SONG, TrackPoint
+    from indexer.store.edge import EdgeStore
+    from indexer.store.server import ServerStore
+
+    with service.session(search_catalog.settings) as s:
+        assert isinstance(s.store, EdgeStore)
+        target = s.store.alias_target()
+        assert target is not None
+        ids = [r.id for r in s.store.records(target)]
+        recs = s.store._shard(target).retrieve(ids, True, True)
+        points = [
+            TrackPoint(str(r.id), v[SONG], v["clips"], v[FIRST_STAGE], dict(r.payload or {}))
+            for r in recs
+            for v in [dict(r.vector or {})]  # type: ignore[arg-type]
+        ]
+    server = ServerStore(QdrantClient(path=str(tmp_path / "local")), s.store.alias)
+    try:
+        server.ensure_collection(target, model.config.embed_dim, len(points[0].first_stage))
+        server.upsert(target, points)
+        server.switch_alias(target)
+        yield Searcher(server, model)
+    finally:
+        server.close()
+
+
+def test_the_server_store_recommends_as_the_embedded_one(
+    server_searcher: Searcher, searcher: Searcher, search_catalog: SearchCatalog
+) -> None:
+    ids = search_catalog.ids
+    requests = [
+        {"positive": [ids["song3"], ids["song1"]], "negative": [ids["song6"]]},
+        {"positive": [ids["song2"]], "query": "fast loud drums from the start",
+         "page": Page(4, offset=1, exclude=(ids["song0"],))},
+    ]  # fmt: skip
+    for request in requests:
+        got = server_searcher.recommend(**request)  # type: ignore[arg-type]
+        want = searcher.recommend(**request)  # type: ignore[arg-type]
+        assert [h.id for h in got] == [h.id for h in want]
+        # the embedded store keeps the first stage in float16, local mode in float32
+        assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=2e-3)
+    seeds = [ids["song3"], ids["ann"]]
+    got_batch = server_searcher.similar_many(seeds, page=Page(5, per_artist=1))
+    want_batch = searcher.similar_many(seeds, page=Page(5, per_artist=1))
+    assert [[h.id for h in hits] for hits in got_batch] == [
+        [h.id for h in hits] for hits in want_batch
+    ]
