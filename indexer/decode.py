@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import av
@@ -35,9 +35,9 @@ class AudioInfo:
     """Container tags and stream facts (payload fields); duration is filled after decoding."""
 
     title: str | None = None
-    artist: str | None = None
+    artist: list[str] = field(default_factory=list)  # every artist, as tagged (artist_values)
     album: str | None = None
-    genre: str | None = None
+    genre: list[str] = field(default_factory=list)  # every genre (genre_values)
     year: int | None = None
     track: int | None = None
     codec: str = ""
@@ -50,6 +50,31 @@ class AudioInfo:
         data = asdict(self)
         data.pop("declared_seconds")
         return data
+
+
+# FFmpeg joins a repeated Vorbis comment with ";"; taggers join values with "; " and, for
+# genres (ID3v2.3's convention), "/". A "/" splits an artist only with spaces around it:
+# "AC/DC" is one band.
+_ARTIST_SPLIT = re.compile(r"\s*;\s*|\s+/\s+")
+_GENRE_SPLIT = re.compile(r"\s*[;/]\s*")
+
+
+def _values(text: str | None, split: re.Pattern[str]) -> list[str]:
+    """The distinct values of a tag that may hold several, in their order."""
+    out: list[str] = []
+    for value in split.split(text or ""):
+        value = value.strip()
+        if value and value not in out:
+            out.append(value)
+    return out
+
+
+def artist_values(text: str | None) -> list[str]:
+    return _values(text, _ARTIST_SPLIT)
+
+
+def genre_values(text: str | None) -> list[str]:
+    return _values(text, _GENRE_SPLIT)
 
 
 def _first_int(value: str | None) -> int | None:
@@ -110,9 +135,9 @@ class _FFmpegSource:
             declared = self.container.duration / 1_000_000
         return AudioInfo(
             title=tags.get("title"),
-            artist=tags.get("artist") or tags.get("album_artist"),
+            artist=artist_values(tags.get("artist") or tags.get("album_artist")),
             album=tags.get("album"),
-            genre=tags.get("genre"),
+            genre=genre_values(tags.get("genre")),
             year=_first_int(tags.get("date") or tags.get("year")),
             track=_first_int(tags.get("track") or tags.get("tracknumber")),
             codec=ctx.codec.canonical_name or ctx.name or "",
@@ -144,7 +169,8 @@ class _SndfileSource:
         import soundfile
 
         try:
-            self.file = soundfile.SoundFile(path)
+            # as bytes: soundfile encodes a str as UTF-8, which a name that is not cannot be
+            self.file = soundfile.SoundFile(os.fsencode(path))
         except Exception as err:
             raise _Unreadable(_why(err)) from err
         try:
@@ -165,9 +191,9 @@ class _SndfileSource:
         rate = int(f.samplerate)
         return AudioInfo(
             title=tag("title"),
-            artist=tag("artist"),
+            artist=artist_values(tag("artist")),
             album=tag("album"),
-            genre=tag("genre"),
+            genre=genre_values(tag("genre")),
             year=_first_int(tag("date")),
             track=_first_int(tag("tracknumber")),
             codec=str(f.subtype).lower(),

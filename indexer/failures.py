@@ -1,7 +1,8 @@
 """The failure log: files that gave no usable audio, with the reason, kept until they change.
 
 SQLite in the data directory (WAL mode), so `indexer failures` can read it while an indexing
-process owns the store.
+process owns the store. Paths are kept as the store keeps them (stored_path: a name that is not
+UTF-8 is text SQLite can hold) and read back as the local paths they are.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from indexer.scan import CatalogFile
+from indexer.store.base import as_text, local_path, stored_path
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS failures (
@@ -52,22 +54,31 @@ class FailureLog:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         self.db.execute(
             "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (file.path, file.root, file.size, file.mtime_ns, content_hash, reason, now),
+            (
+                stored_path(file.path),
+                stored_path(file.root),
+                file.size,
+                file.mtime_ns,
+                content_hash,
+                as_text(reason),
+                now,
+            ),
         )
 
     def touch(self, file: CatalogFile) -> None:
         """The file's mtime changed but not its content: remember the new mtime."""
         self.db.execute(
             "UPDATE failures SET size = ?, mtime_ns = ? WHERE path = ?",
-            (file.size, file.mtime_ns, file.path),
+            (file.size, file.mtime_ns, stored_path(file.path)),
         )
 
     def remove(self, paths: Iterable[str]) -> None:
-        self.db.executemany("DELETE FROM failures WHERE path = ?", [(p,) for p in paths])
+        rows = [(stored_path(p),) for p in paths]
+        self.db.executemany("DELETE FROM failures WHERE path = ?", rows)
 
     def all(self) -> list[Failure]:
         rows = self.db.execute("SELECT * FROM failures ORDER BY path").fetchall()
-        return [Failure(*row) for row in rows]
+        return [Failure(local_path(p), local_path(r), *rest) for p, r, *rest in rows]
 
     def by_path(self) -> dict[str, Failure]:
         return {f.path: f for f in self.all()}

@@ -29,10 +29,12 @@ from indexer.store.base import (
     StoreError,
     TrackFile,
     TrackPoint,
+    as_text,
     collection_name,
     encode_clips,
     folders_of,
     point_id,
+    stored_path,
 )
 
 if TYPE_CHECKING:
@@ -376,7 +378,8 @@ def detach_path(store: Store, target: str, pid: str, path: str) -> None:
     found = store.retrieve(target, [pid])
     if not found:
         return
-    files = [TrackFile.of(f) for f in found[0].payload.get("files", []) if f["path"] != path]
+    stored = [TrackFile.of(f) for f in found[0].payload.get("files", [])]
+    files = [f for f in stored if f.path != path]
     if files:
         store.set_payload(target, pid, _files_payload(files))
     else:
@@ -423,7 +426,7 @@ def track_payload(
     first = files[0]
     payload: dict[str, Any] = {
         **info,
-        "title": info.get("title") or Path(first.path).stem,
+        "title": info.get("title") or as_text(Path(first.path).stem),
         **_files_payload([track_file(f) for f in files]),
         "size": first.size,
         "mtime": first.mtime_ns / 1e9,
@@ -438,8 +441,8 @@ def track_payload(
 
 def _files_payload(files: list[TrackFile]) -> dict[str, Any]:
     return {
-        "path": files[0].path,
-        "root": files[0].root,
+        "path": stored_path(files[0].path),
+        "root": stored_path(files[0].root),
         "files": [f.as_payload() for f in files],
         "dirs": folders_of([f.path for f in files]),
     }

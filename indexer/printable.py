@@ -14,8 +14,9 @@ _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def printable(text: str) -> str:
-    """`text` with control characters (C0, DEL, C1), bidi overrides and lone surrogates (a
-    file name that is not UTF-8, as Python reads it) written as escapes."""
+    """`text` with control characters (C0, DEL, C1), bidi overrides and lone surrogates written
+    as escapes; the bytes of a file name that are not UTF-8 (U+DC80..U+DCFF, as Python reads
+    them) as the byte, `\\xff`, as the store shows them (indexer.store.base.stored_path)."""
     if text.isprintable():
         return text
     out = []
@@ -23,6 +24,8 @@ def printable(text: str) -> str:
         kind = unicodedata.category(ch)
         if kind in ("Cc", "Cs") or ch in _BIDI:
             code = ord(ch)
+            if 0xDC80 <= code <= 0xDCFF:
+                code -= 0xDC00
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
         else:
             out.append(ch)

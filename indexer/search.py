@@ -701,13 +701,21 @@ def _hit(
         rerank=round(score, 6),
         path=str(p.get("path", "")),
         title=p.get("title"),
-        artist=p.get("artist"),
+        artist=shown_values(p.get("artist")),
         album=p.get("album"),
         duration=p.get("duration"),
         segments=segments,
         files=[f["path"] for f in p.get("files", [])],
         clips=clips,
     )
+
+
+def shown_values(value: Any) -> str | None:
+    """A tag that holds several values (a list; one string in indexes written before) as one
+    line: "Ann; Bob"."""
+    if isinstance(value, list):
+        return "; ".join(str(v) for v in value) or None
+    return None if value is None else str(value)
 
 
 def _nothing_found(where: TrackFilter | None) -> list[Hit]:

@@ -31,6 +31,7 @@ from fastapi.security import APIKeyCookie, APIKeyHeader
 
 from indexer.api.schemas import Problem
 from indexer.search import Searcher
+from indexer.store.base import local_path
 
 COOKIE = "indexer_audio"
 SESSION_SECONDS = 12 * 3600
@@ -104,7 +105,8 @@ def indexed_file(track: dict[str, Any]) -> str | None:
     modification time), or None."""
     for f in track.get("files", []):
         try:
-            st = os.stat(f["path"])
+            path = local_path(f["path"])
+            st = os.stat(path)
         except (OSError, KeyError, TypeError, ValueError):
             continue
         if (
@@ -112,7 +114,7 @@ def indexed_file(track: dict[str, Any]) -> str | None:
             and st.st_size == f.get("size")
             and st.st_mtime_ns == f.get("mtime_ns")
         ):
-            return str(f["path"])
+            return path
     return None
 
 

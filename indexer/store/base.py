@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -103,11 +104,66 @@ def decode_clips(data: str, dim: int) -> np.ndarray:
     return np.frombuffer(base64.b64decode(data), dtype="<f2").reshape(-1, dim).astype(np.float32)
 
 
+# A file name that is not UTF-8 reaches Python with each undecodable byte as a lone surrogate
+# (U+DC80..U+DCFF, os.fsdecode), which no JSON store can hold. Such a path is stored as this
+# prefix and the path with those bytes as \xNN and backslashes doubled: lossless, JSON-safe,
+# shown escaped, and never equal to a UTF-8 path, which is absolute and starts with "/".
+NOT_UTF8 = "not-utf8:"
+_STORED_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})")
+
+
+def stored_path(path: str) -> str:
+    """A local path (str from the file system) as the store's payload holds it."""
+    if path.isascii():
+        return path
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        pass
+    out = []
+    for ch in path:
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif 0xD800 <= code <= 0xDFFF:  # any other lone surrogate (not from a file name)
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return NOT_UTF8 + "".join(out)
+
+
+def local_path(stored: str) -> str:
+    """The inverse of stored_path: the path to open."""
+    if not stored.startswith(NOT_UTF8):
+        return stored
+
+    def one(m: re.Match[str]) -> str:
+        code = m.group(1)
+        if code == "\\":
+            return code
+        return chr((0xDC00 if code[0] == "x" else 0) + int(code[1:], 16))
+
+    return _STORED_ESCAPE.sub(one, stored[len(NOT_UTF8) :])
+
+
+def as_text(text: str) -> str:
+    """Text for a payload or log that is never opened (a title from a file name, a reason
+    quoting one): bytes that are not UTF-8 as \\xNN, other lone surrogates as \\uNNNN."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def folders_of(paths: Sequence[str]) -> list[str]:
-    """Every folder above the given absolute paths, deduplicated, shortest first."""
+    """Every folder above the given absolute local paths, deduplicated, shortest first, as the
+    payload stores them (stored_path)."""
     out: set[str] = set()
     for path in paths:
-        out.update(str(parent) for parent in PurePath(path).parents)
+        out.update(stored_path(str(parent)) for parent in PurePath(path).parents)
     return sorted(out, key=lambda d: (len(d), d))
 
 
@@ -146,7 +202,7 @@ class TrackFilter:
     def matches(self) -> list[tuple[str, str]]:
         """Exact keyword conditions as (payload key, value); a folder matches `dirs`."""
         pairs = [(k, getattr(self, k)) for k in ("artist", "album", "genre")]
-        pairs.append(("dirs", self.folder))
+        pairs.append(("dirs", None if self.folder is None else stored_path(self.folder)))
         return [(k, v) for k, v in pairs if v is not None]
 
     def ranges(self) -> list[tuple[str, float | None, float | None]]:
@@ -186,12 +242,20 @@ class TrackFile:
     mtime_ns: int
 
     def as_payload(self) -> dict[str, Any]:
-        return {"path": self.path, "root": self.root, "size": self.size, "mtime_ns": self.mtime_ns}
+        return {
+            "path": stored_path(self.path),
+            "root": stored_path(self.root),
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+        }
 
     @staticmethod
     def of(data: dict[str, Any]) -> TrackFile:
         return TrackFile(
-            str(data["path"]), str(data["root"]), int(data["size"]), int(data["mtime_ns"])
+            local_path(str(data["path"])),
+            local_path(str(data["root"])),
+            int(data["size"]),
+            int(data["mtime_ns"]),
         )
 
 

@@ -92,6 +92,30 @@ def write_long_wav(path: Path, seconds: float, rate: int = 16_000) -> Path:
     return path
 
 
+def write_flac_comments(path: Path, seconds: float, comments: list[str], seed: int = 0) -> Path:
+    """A FLAC file whose Vorbis comment block holds exactly `comments` ("KEY=value", a key
+    may repeat, as taggers write several artists or genres)."""
+    write_audio(path, seconds, seed=seed, rate=16_000, channels=1)
+    data = path.read_bytes()
+    pos, blocks = 4, []
+    while True:  # metadata blocks: a header byte (last flag, type), a 24-bit size
+        kind, size = data[pos] & 0x7F, int.from_bytes(data[pos + 1 : pos + 4], "big")
+        blocks.append((kind, data[pos + 4 : pos + 4 + size]))
+        pos += 4 + size
+        if data[pos - 4 - size] & 0x80:
+            break
+    body = struct.pack("<I", 4) + b"test" + struct.pack("<I", len(comments))
+    for comment in comments:
+        body += struct.pack("<I", len(comment.encode())) + comment.encode()
+    blocks = [b for b in blocks if b[0] != 4] + [(4, body)]  # 4: VORBIS_COMMENT
+    out = b"fLaC"
+    for i, (kind, block) in enumerate(blocks):
+        last = 0x80 if i == len(blocks) - 1 else 0
+        out += bytes([kind | last]) + len(block).to_bytes(3, "big") + block
+    path.write_bytes(out + data[pos:])
+    return path
+
+
 def _ogg_crc_table() -> list[int]:
     table = []
     for i in range(256):

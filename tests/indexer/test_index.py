@@ -18,10 +18,11 @@ from collap_model.model import CoLLAP
 from indexer import service
 from indexer.decode import AudioDecoder
 from indexer.pipeline import IndexRun, IndexSummary, ModelHandle
+from indexer.search import Searcher
 from indexer.settings import Settings
-from indexer.store.base import point_id
+from indexer.store.base import NOT_UTF8, TrackFilter, local_path, point_id
 from indexer.store.edge import EdgeStore
-from tests.indexer.fixtures import corrupt_files, write_audio
+from tests.indexer.fixtures import corrupt_files, write_audio, write_flac_comments
 
 Index = Callable[..., IndexSummary]
 
@@ -52,7 +53,8 @@ def points(settings: Settings) -> dict[str, dict]:  # type: ignore[type-arg]
 
 
 def paths_of(pts: dict[str, dict]) -> list[str]:  # type: ignore[type-arg]
-    return sorted(f["path"] for p in pts.values() for f in p["files"])
+    """The local paths on the points (a name that is not UTF-8 is stored escaped)."""
+    return sorted(local_path(f["path"]) for p in pts.values() for f in p["files"])
 
 
 def test_index_then_nothing_to_do(tmp_path: Path, settings: Settings, index: Index) -> None:
@@ -63,7 +65,8 @@ def test_index_then_nothing_to_do(tmp_path: Path, settings: Settings, index: Ind
     pts = points(settings)
     assert len(pts) == 5
     one = next(p for p in pts.values() if p["path"] == str(files["mp3"]))
-    assert (one["title"], one["artist"], one["codec"], one["channels"]) == ("One", "Ann", "mp3", 2)
+    facts = (one["title"], one["artist"], one["codec"], one["channels"])
+    assert facts == ("One", ["Ann"], "mp3", 2)
     assert one["clip_times"][0] == [0.0, 10.0] and one["clip_times"][-1][1] == pytest.approx(
         14.0, abs=0.1
     )
@@ -289,7 +292,7 @@ def assert_index_agrees_with_failures(settings: Settings, root: Path) -> None:
     assert sorted(indexed + failed) == on_disk
     for p in pts.values():
         for f in p["files"]:
-            assert content_hash(f["path"]) == p["content_hash"], f["path"]
+            assert content_hash(local_path(f["path"])) == p["content_hash"], f["path"]
 
 
 def test_files_that_break_leave_the_index(tmp_path: Path, settings: Settings, index: Index) -> None:
@@ -309,6 +312,71 @@ def test_files_that_break_leave_the_index(tmp_path: Path, settings: Settings, in
     info = service.status(settings)
     assert (info["tracks"], info["failures"]) == (0, 3)
     assert_index_agrees_with_failures(settings, music)
+
+
+def test_names_that_are_not_utf8_index_and_filter(
+    tmp_path: Path, settings: Settings, index: Index, model: CoLLAP
+) -> None:
+    """`open(b'cat/bad\\xffname.ogg', 'wb')` once made the store's payload encoding raise
+    ("surrogates not allowed") and lost the batch on every run. Such a path is stored escaped
+    (lossless, JSON-safe), filters by folder, and its failures are logged like any other."""
+    music = tmp_path / "music"
+    good = write_audio(music / "good.flac", 6.0, seed=1, rate=16_000, channels=1)
+    odd = os.fsencode(music)
+    bad = os.fsdecode(odd + b"/bad\xffname.flac")
+    shutil.copy(write_audio(tmp_path / "x.flac", 7.0, seed=2, rate=16_000, channels=1), bad)
+    folder = os.fsdecode(odd + b"/d\xfe")
+    os.mkdir(folder)
+    shutil.copy(good, os.path.join(folder, "copy.flac"))
+    broken = os.fsdecode(odd + b"/d\xfe/x\xffbroken.mp3")
+    Path(broken).write_bytes(b"junk" * 100)
+    first = index(settings, music)
+    assert (first.indexed, first.failed) == (3, 1)
+    assert index(settings, music).unchanged == 3  # found again as they are stored
+    pts = points(settings)
+    assert bad in paths_of(pts) and os.path.join(folder, "copy.flac") in paths_of(pts)
+    (track,) = (p for p in pts.values() if local_path(p["path"]) == bad)
+    assert track["path"] == NOT_UTF8 + str(music) + "/bad\\xffname.flac"
+    assert track["title"] == "bad\\xffname"
+    (failure,) = service.list_failures(settings)
+    assert failure.path == broken and broken not in failure.reason
+    assert_index_agrees_with_failures(settings, music)
+    with service.session(settings) as s:
+        hits = Searcher(s.store, model).search("music", limit=5, where=TrackFilter(folder=folder))
+    assert [h.path for h in hits] == [str(good)]
+
+
+def test_tags_with_several_values_are_lists_and_each_filters(
+    tmp_path: Path, settings: Settings, index: Index, model: CoLLAP
+) -> None:
+    music = tmp_path / "music"
+    duet = write_flac_comments(
+        music / "duet.flac",
+        6.0,
+        ["TITLE=Duet", "ARTIST=Ann", "ARTIST=Bob", "GENRE=rock", "GENRE=jazz"],
+        seed=1,
+    )
+    joined = write_audio(
+        music / "joined.mp3", 6.0, seed=2, tags={"artist": "AC/DC; Cat", "genre": "Rock/Pop"}
+    )
+    index(settings, music)
+    by_path = {local_path(p["path"]): p for p in points(settings).values()}
+    assert (by_path[str(duet)]["artist"], by_path[str(duet)]["genre"]) == (
+        ["Ann", "Bob"], ["rock", "jazz"]
+    )  # fmt: skip
+    assert (by_path[str(joined)]["artist"], by_path[str(joined)]["genre"]) == (
+        ["AC/DC", "Cat"], ["Rock", "Pop"]
+    )  # fmt: skip
+    with service.session(settings) as s:
+        searcher = Searcher(s.store, model)
+
+        def found(**where: str) -> list[str]:
+            return [h.path for h in searcher.search("music", 5, TrackFilter(**where))]
+
+        assert found(genre="rock") == found(genre="jazz") == found(artist="Bob") == [str(duet)]
+        assert found(artist="AC/DC") == found(genre="Pop") == [str(joined)]
+        (hit,) = searcher.search("music", 5, TrackFilter(artist="Ann"))
+    assert hit.artist == "Ann; Bob"
 
 
 def test_a_broken_copy_keeps_the_track_of_the_good_one(

@@ -159,7 +159,7 @@ def test_similar_and_track(server: Server, search_catalog: SearchCatalog) -> Non
     assert status == 200 and body["hits"][0]["id"] == ids["dup3"]
     status, track = server.call("GET", f"/tracks/{ids['ann']}")
     assert status == 200
-    assert (track["artist"], track["title"], track["year"]) == ("Ann", "Blue", 1995)
+    assert (track["artist"], track["title"], track["year"]) == (["Ann"], "Blue", 1995)
     assert "clip_vectors" not in track and "dirs" not in track
 
 

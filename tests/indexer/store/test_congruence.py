@@ -55,7 +55,8 @@ def make_point(i: int) -> TrackPoint:
         vec(i * 7, FIRST_STAGE_DIM),
         {"path": f.path, "root": f.root, "files": [f.as_payload()], "content_hash": digest,
          "dirs": folders_of([f.path]),
-         "n_clips": 1 + i % 3, "artist": f"artist {i % 2}", "year": 1990 + i, "duration": 10.0 + i},
+         "n_clips": 1 + i % 3, "artist": [f"artist {i % 2}"] + ["guest"] * (i == 2),
+         "year": 1990 + i, "duration": 10.0 + i},
     )  # fmt: skip
 
 
@@ -93,6 +94,8 @@ def exercise(store: Store) -> dict[str, Any]:
     out["first_stage"] = [(h.id, round(h.score, 2)) for h in hits]
     out["filtered"] = {
         "artist": ids(store.search("tracks-a", vec(3), 5, TrackFilter(artist="artist 0"))),
+        # a tag with several values (a keyword array) matches each of them
+        "guest": ids(store.search("tracks-a", vec(3), 5, TrackFilter(artist="guest"))),
         "years": ids(
             store.search("tracks-a", vec(3), 5, TrackFilter(year_min=1991, year_max=1993))
         ),
@@ -147,12 +150,13 @@ def test_store_operations(backend: str, tmp_path: Path) -> None:
     assert out["initial"] == (None, [])
     assert out["count"] == 5
     assert len(out["records"]) == 5 and out["records"][0][3] in (1, 2, 3)
-    assert out["payload"] == ("/elsewhere/0.flac", "artist 0", 1990)
+    assert out["payload"] == ("/elsewhere/0.flac", ["artist 0"], 1990)
     pid = [p.id for p in (make_point(i) for i in range(5))]
     assert out["search"][0] == pid[3] and sorted(out["search"]) == sorted(pid)
     assert out["scores"][0] == pytest.approx(1.0, abs=1e-3) and out["scores"][1] < 1.0
     f = out["filtered"]
     assert sorted(f["artist"]) == sorted([pid[0], pid[2], pid[4]])
+    assert f["guest"] == [pid[2]]
     assert sorted(f["years"]) == sorted(pid[1:4])
     assert f["duration"] == [pid[4]]
     assert sorted(f["folder"]) == sorted([pid[1], pid[3]])
