@@ -162,8 +162,9 @@ class Page:
         kept: list[int] = []
         per: dict[str, int] = {}
         for i, cand in enumerate(ranked):
-            artist = cand.payload.get("artist")
-            if self.per_artist is not None and isinstance(artist, str) and artist.strip():
+            # the track's whole credit ("Ann; Bob"): a duet is not one more track of Ann's
+            artist = shown_values(cand.payload.get("artist"))
+            if self.per_artist is not None and artist and artist.strip():
                 key = artist.strip().casefold()
                 if per.get(key, 0) >= self.per_artist:
                     continue
