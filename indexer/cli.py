@@ -112,7 +112,6 @@ def _waiting(settings: Any) -> Any:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
 
     from indexer import service
     from indexer.search import QueryError, parse_filters
@@ -122,11 +121,10 @@ def _cmd_query(args: argparse.Namespace) -> int:
     where = parse_filters(args.filter)  # a bad filter fails before the model loads
     if not args.text.strip():
         raise QueryError("the query is empty")
-    filters = {k: v for k, v in asdict(where).items() if v is not None}
     hits = service.find(
         settings,
         lambda s: s.search(args.text, args.limit, where),
-        lambda r: r.post("/search", {"query": args.text, "limit": args.limit, "filters": filters}),
+        lambda api: api.search(args.text, args.limit, where),
         on_wait=_waiting(settings),
     )
     _print_hits(hits, args.json)
@@ -157,17 +155,17 @@ def _cmd_similar(args: argparse.Namespace) -> int:
             return s.similar_to_file(target, args.limit)
         return s.similar(track_id, args.limit)
 
-    def through_owner(r: Any) -> Any:
+    def through_owner(api: Any) -> Any:
         # the serving owner takes ids only: a file is named by its content, and one that is not
         # indexed cannot be embedded here (the owner holds the store) nor there (the API never
         # reads a path it is given)
         if track_id is not None:
-            return r.post("/similar", {"id": track_id, "limit": args.limit})
+            return api.similar(track_id, args.limit)
         try:
-            return r.post("/similar", {"id": point_id(content_hash(target)), "limit": args.limit})
+            return api.similar(point_id(content_hash(target)), args.limit)
         except TrackNotFound:
             raise QueryError(
-                f"{target} is not indexed, and `indexer serve` at {r.url} owns the store: "
+                f"{target} is not indexed, and `indexer serve` at {api.url} owns the store: "
                 "while it runs, only indexed tracks (an id, or an indexed file) can be compared; "
                 "index the file first, or stop the server to embed it on the fly"
             ) from None
@@ -178,7 +176,6 @@ def _cmd_similar(args: argparse.Namespace) -> int:
 
 
 def _cmd_recommend(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
 
     from indexer import service
     from indexer.search import MAX_SEEDS, Page, QueryError, parse_filters, track_ids
@@ -193,15 +190,10 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
             raise QueryError(f"{flag}: {len(ids)} tracks; at most {MAX_SEEDS}")
     if args.query is not None and not args.query.strip():
         raise QueryError("--query is empty")
-    body: dict[str, Any] = {"positive": list(liked), "negative": list(disliked)}
-    body["limit"] = args.limit
-    body["filters"] = {k: v for k, v in asdict(where).items() if v is not None}
-    if args.query is not None:
-        body["query"] = args.query
     hits = service.find(
         settings,
         lambda s: s.recommend(liked, disliked, args.query, where, Page(args.limit)),
-        lambda r: r.post("/recommend", body),
+        lambda api: api.recommend(liked, disliked, args.query, args.limit, filters=where),
         on_wait=_waiting(settings),
     )
     _print_hits(hits, args.json)

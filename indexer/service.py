@@ -20,6 +20,7 @@ from indexer.settings import Settings
 from indexer.store.base import Store
 
 if TYPE_CHECKING:
+    from indexer.client import Client
     from indexer.search import Hit, Searcher
 
 
@@ -158,70 +159,38 @@ def searcher(
 def find(
     settings: Settings,
     run: Callable[[Searcher], list[Hit]],
-    remote: Callable[[Remote], list[dict[str, Any]]],
+    remote: Callable[[Client], list[Hit]],
     on_wait: Callable[[dict[str, Any] | None], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run a search here, or through `indexer serve` when that process owns the store."""
+    """Run a search here, or through `indexer serve` (indexer.client) when that process owns
+    the store."""
     try:
         with searcher(settings, wait=False) as s:
             return [h.as_dict() for h in run(s)]
     except StoreBusyError:
         owner = read_json(settings.data_dir / "owner.json") or {}
         if owner.get("api"):
-            key = settings.api_key.get_secret_value() if settings.api_key else None
-            return remote(Remote(str(owner["api"]), key))
+            return [h.as_dict() for h in through_owner(settings, str(owner["api"]), remote)]
     with searcher(settings, on_wait=on_wait) as s:
         return [h.as_dict() for h in run(s)]
 
 
-class Remote:
-    """The search endpoints of a running `indexer serve` (the owner of the embedded store)."""
+def through_owner(settings: Settings, url: str, remote: Callable[[Client], list[Hit]]) -> list[Hit]:
+    """`remote` with a client of the serving owner; its refusals say they came through it."""
+    from indexer.client import Client, RequestRefused, Unavailable, Unreachable
 
-    def __init__(self, url: str, api_key: str | None) -> None:
-        self.url, self.api_key = url.rstrip("/"), api_key
-
-    def post(self, route: str, body: dict[str, Any]) -> list[dict[str, Any]]:
-        import json
-        import urllib.error
-        import urllib.request
-
-        from indexer.search import IndexUnavailable, QueryError, TrackNotFound
-
-        request = urllib.request.Request(
-            self.url + route,
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", **self._key()},
-        )
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    with Client(url, key) as client:
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                hits: list[dict[str, Any]] = json.loads(response.read())["hits"]
-                return hits
-        except urllib.error.HTTPError as err:
-            detail = _detail(err.read())
-            if err.code == 409:
-                raise IndexUnavailable(detail) from None
-            if err.code == 404:
-                raise TrackNotFound(f"{detail} (through {self.url})") from None
-            raise QueryError(f"{detail} (through {self.url})") from None
-        except OSError as err:
+            return remote(client)
+        except RequestRefused as err:
+            raise type(err)(f"{err} (through {url})", err.status) from None
+        except Unavailable as err:
+            raise type(err)(str(err), err.status) from None
+        except Unreachable as err:
             raise StoreBusyError(
-                f"the store is owned by `indexer serve` at {self.url}, which does not answer: {err}"
+                f"the store is owned by `indexer serve` at {url}, which does not answer: {err}"
             ) from None
-
-    def _key(self) -> dict[str, str]:
-        return {"X-API-Key": self.api_key} if self.api_key else {}
-
-
-def _detail(body: bytes) -> str:
-    import json
-
-    try:
-        detail = json.loads(body)["detail"]
-    except (ValueError, KeyError, TypeError):
-        return body.decode(errors="replace")[:300]
-    if isinstance(detail, list):  # a validation error: say which field and why
-        return "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail)
-    return str(detail)
 
 
 def list_failures(settings: Settings) -> list[Failure]:

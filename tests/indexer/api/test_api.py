@@ -296,6 +296,59 @@ def test_cli_query_goes_through_the_serving_owner(
     assert nan.returncode == 2 and "finite" in nan.stderr and "Traceback" not in nan.stderr
 
 
+def test_the_client_answers_with_the_searchers_types(
+    server: Server, search_catalog: SearchCatalog
+) -> None:
+    from indexer.client import Client
+    from indexer.search import Hit, Segment
+    from indexer.store.base import TrackFilter
+
+    ids = search_catalog.ids
+    with Client(server.url, KEY) as api:
+        assert api.ready()["tracks"] == 11
+        hits = api.search("soft piano", limit=3, explain=True)
+        assert len(hits) == 3 and all(isinstance(h, Hit) for h in hits)
+        assert isinstance(hits[0].segments[0], Segment) and hits[0].clips
+        assert [h.id for h in api.search("x", filters=TrackFilter(artist="Ann"))] == [ids["ann"]]
+        assert api.similar(ids["song3"], 2)[0].id == ids["dup3"]
+        paged = api.similar(ids["song3"], 2, offset=1, exclude=[ids["song0"]], per_artist=1)
+        assert ids["song0"] not in {h.id for h in paged}
+        rows = api.batch_similar([ids["song3"], ids["dup3"]], limit=1)
+        assert {k: [h.id for h in v] for k, v in rows.items()} == {
+            ids["song3"]: [ids["dup3"]],
+            ids["dup3"]: [ids["song3"]],
+        }
+        liked = [ids["song3"], ids["song1"]]
+        over20 = {"duration_min": 20}
+        recommended = api.recommend(liked, [ids["song6"]], "drums", 4, filters=over20)
+        body = {"positive": liked, "negative": [ids["song6"]], "query": "drums", "limit": 4,
+                "filters": over20}  # fmt: skip
+        raw = server.call("POST", "/recommend", body)
+        assert [h.as_dict() for h in recommended] == raw[1]["hits"]
+        assert api.track(ids["ann"])["artist"] == "Ann"
+
+
+def test_the_client_raises_the_searchers_errors(server: Server) -> None:
+    from indexer.client import Client, NotFound, RequestRefused, Unreachable
+    from indexer.search import QueryError, TrackNotFound
+
+    unknown = "00000000-0000-0000-0000-000000000000"
+    with Client(server.url, KEY) as api:
+        with pytest.raises(TrackNotFound, match=f"no track with id {unknown}") as found:
+            api.recommend([unknown])
+        assert isinstance(found.value, NotFound) and found.value.status == 404
+        with pytest.raises(QueryError, match="positive") as refused:
+            api.recommend([])
+        assert isinstance(refused.value, RequestRefused) and refused.value.status == 422
+    with Client(server.url, "wrong") as api, pytest.raises(RequestRefused) as key:
+        api.search("piano")
+    assert key.value.status == 401
+    with Client(f"http://127.0.0.1:{free_port()}") as api, pytest.raises(Unreachable):
+        api.search("piano")
+    with pytest.raises(ValueError, match="not an http"):
+        Client("ftp://example.org")
+
+
 def test_cli_recommend_goes_through_the_serving_owner(
     server: Server, search_catalog: SearchCatalog
 ) -> None:
