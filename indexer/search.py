@@ -17,13 +17,14 @@ planned first stage (the store's `neighbours`) and one read of the candidates.
 
 Recommendations from liked (positive) and disliked (negative) tracks reuse both mechanisms. The
 first stage gathers candidates with song vectors, as Qdrant's recommend API would, but as a
-union: the average-vector query (2·mean(positive) − mean(negative), Qdrant's strategy) and each
-liked track's own neighbours, so a candidate close to one liked track is not lost to the
-average of several different ones; with a steering text, the text search's fusion first stage
-adds its own candidates. The re-rank is at clip level: a candidate's Chamfer similarity to each
-liked track, averaged (one liked track: exactly `similar`'s score), minus NEGATIVE_WEIGHT x its
-highest Chamfer similarity to a disliked track, plus STEER_WEIGHT x the text's fusion score.
-Liked, disliked and excluded tracks are excluded inside the store's search, so pages are full.
+union: the average-vector query (2·mean(positive) − mean(negative), Qdrant's strategy) for
+AVERAGE_SHARE x the candidates, and each liked track's own neighbours, so a candidate close to
+one liked track is not lost to the average of several different ones; with a steering text,
+the text search's fusion first stage adds its own candidates. The re-rank is at clip level: a
+candidate's Chamfer similarity to each liked track, averaged (one liked track: exactly
+`similar`'s score), minus NEGATIVE_WEIGHT x its highest Chamfer similarity to a disliked track,
+plus STEER_WEIGHT x the text's fusion score. Liked, disliked and excluded tracks are excluded
+inside the store's search, so pages are full.
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ NEGATIVE_WEIGHT = 0.5
 # -0.1..0.8 for 16 synthetic songs of four styles with collap-mini), so it moves hits without
 # outweighing the liked tracks
 STEER_WEIGHT = 0.5
+# recommend: the average-vector query fetches this many times the candidates, each liked
+# track's own query a share of them; with 3 liked tracks and 1 disliked at 10k tracks
+# (benchmarks/recommend.py), the average query's candidates held 0.76 of the exhaustive
+# clip-level top 10 at 100, 0.86 at 200, 0.94 at 400, and 100 per liked track added less
+# than 100 more for the average (0.83 against 0.86)
+AVERAGE_SHARE = 2
 MAX_SEEDS = 50  # liked tracks, and separately disliked tracks, one recommendation may name
 # with per_artist, the first stage fetches this many times the hits asked for, since keeping
 # few tracks per artist drops some of the best candidates
@@ -581,7 +588,9 @@ class Searcher:
         average /= max(float(np.linalg.norm(average)), 1e-12)
         first: dict[str, float] = {}
         with self._lock:
-            lists = self.store.neighbours(target, [average.tolist()], need, where, banned)
+            lists = self.store.neighbours(
+                target, [average.tolist()], AVERAGE_SHARE * need, where, banned
+            )
             if len(pos) > 1:  # each liked track's own neighbours, sharing the candidates budget
                 each = max(page.offset + page.limit, -(-need // len(pos)))
                 lists += self.store.neighbours(
