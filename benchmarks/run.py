@@ -28,6 +28,7 @@ BENCHMARKS = {
     "ceiling": "benchmarks.ceiling",
     "page": "benchmarks.page",
     "tagger": "benchmarks.tagger",
+    "recommend": "benchmarks.recommend",
 }
 OUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = """# Benchmarks
