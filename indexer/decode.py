@@ -228,7 +228,14 @@ class AudioDecoder:
 
     def __init__(self, path: str, rate: int) -> None:
         self.path, self.rate = path, rate
-        if os.path.getsize(path) == 0:
+        try:
+            with open(path, "rb") as f:  # what the decoders would say less clearly
+                size = os.fstat(f.fileno()).st_size
+        except FileNotFoundError as err:
+            raise DecodeError("vanished before it was read") from err
+        except OSError as err:
+            raise DecodeError(f"cannot read the file: {err.strerror or err}") from err
+        if size == 0:
             raise DecodeError("empty file (0 bytes)")
         self.samples = 0
         self.said: dict[str, str] = {}  # decoder name -> why it could not read the file

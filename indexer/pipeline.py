@@ -9,6 +9,7 @@ any moment and run again ends with every file indexed exactly once.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,7 @@ import numpy as np
 from indexer.decoders import DecodeParams, DecoderPool
 from indexer.failures import FailureLog
 from indexer.plan import Plan, plan_changes, track_file
-from indexer.scan import CatalogFile, content_hash, resolve_roots, scan
+from indexer.scan import CatalogFile, content_hash, resolve_roots, scan, unreadable_reason
 from indexer.settings import Settings
 from indexer.store.base import (
     CLIP_VECTORS,
@@ -153,10 +154,10 @@ class IndexRun:
         if current is not None and current != self.target:
             # a new model: rebuild every catalog the old collection holds, beside it
             roots = merge_roots(roots, self._roots_of(current))
-        files = list(scan(roots, self.settings.extensions))
-        plan = plan_changes(
-            files, self.store.records(self.target), self.failures.by_path(), roots, content_hash
-        )
+        unlisted: list[tuple[CatalogFile, str]] = []
+        files = list(scan(roots, self.settings.extensions, unlisted))
+        records, failures = self.store.records(self.target), self.failures.by_path()
+        plan = plan_changes(files, records, failures, roots, content_hash, unlisted)
         self.summary.collection = self.target
         self.summary.unchanged = plan.unchanged
         self.summary.skipped_failed = plan.skipped_failed
@@ -164,6 +165,7 @@ class IndexRun:
         self._apply_bookkeeping(plan)
         self._embed_all(plan)
         self._publish("optimizing", self.summary.indexed + self.summary.failed)
+        self.summary.failed += len(plan.unreadable)  # files and folders that could not be read
         self.store.optimize(self.target)
         if current != self.target:
             self.store.switch_alias(self.target)
@@ -231,6 +233,13 @@ class IndexRun:
                 job.queued += len(starts)
                 while len(queue) >= batch:
                     self._embed(queue, jobs, model, open_jobs, batch)
+            elif kind == "done" and (moved := changed_since_scan(job.files[0])) is not None:
+                # what was decoded may not be the content that was hashed: not stored, and
+                # logged with no content hash, so the next run reads the file again
+                queue[:] = [q for q in queue if q[0] != job_id]
+                self._fail(job, moved, digest="")
+                open_jobs.discard(job_id)
+                self._tick()
             elif kind == "done":
                 job.info, job.total_samples = msg[2], msg[3]
                 if job.queued == 0:
@@ -310,13 +319,13 @@ class IndexRun:
     def _detach(self, pid: str, path: str) -> None:
         detach_path(self.store, self.target, pid, path)
 
-    def _fail(self, job: _Job, reason: str) -> None:
+    def _fail(self, job: _Job, reason: str, digest: str | None = None) -> None:
+        """Log the job's files; `digest` "" logs them with no content hash (tried again)."""
         replaces = {
             f.path: self._replaces.pop(f.path) for f in job.files if f.path in self._replaces
         }
-        record_failure(
-            self.store, self.target, self.failures, job.files, job.digest, reason, replaces
-        )
+        digest = job.digest if digest is None else digest
+        record_failure(self.store, self.target, self.failures, job.files, digest, reason, replaces)
         self.summary.failed += len(job.files)
         log.info("failed: %s: %s", job.files[0].path, reason)
 
@@ -350,6 +359,22 @@ def apply_bookkeeping(store: Store, target: str, failures: FailureLog, plan: Pla
     for f in plan.touched_failures:
         failures.touch(f)
     failures.remove(plan.cleared_failures)
+    for f, reason in plan.unreadable:
+        failures.record(f, "", reason)
+
+
+def changed_since_scan(f: CatalogFile) -> str | None:
+    """Why `f` is not the file the scan found (gone, or another size or mtime: written while it
+    was read), or None."""
+    try:
+        st = os.stat(f.path)
+    except FileNotFoundError:
+        return "vanished while being read"
+    except OSError as err:
+        return unreadable_reason(err)
+    if st.st_size != f.size or st.st_mtime_ns != f.mtime_ns:
+        return f"changed while being read ({f.size} -> {st.st_size} bytes); read again next run"
+    return None
 
 
 def record_failure(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from indexer.failures import Failure
-from indexer.scan import CatalogFile
+from indexer.scan import CatalogFile, unreadable_reason
 from indexer.store.base import TrackFile, TrackRecord
 
 
@@ -30,6 +30,9 @@ class Plan:
     # path -> the point holding its old content; detached once the new content is written, so
     # an interrupted run never leaves the path unindexed
     replaces: dict[str, str] = field(default_factory=dict)
+    # files that could not be read (and folders that could not be listed), with the reason:
+    # logged as failures with no content hash, so they are tried again on every run
+    unreadable: list[tuple[CatalogFile, str]] = field(default_factory=list)
 
 
 def _under(path: str, roots: list[str]) -> bool:
@@ -46,9 +49,13 @@ def plan_changes(
     failures: dict[str, Failure],
     roots: list[Path],
     hasher: Callable[[str], str],
+    unreadable: Iterable[tuple[CatalogFile, str]] = (),
 ) -> Plan:
-    plan = Plan()
+    """`unreadable`: the folders the scan could not list (scan's `unreadable`); what was indexed
+    under them stays, since it may well still be there."""
+    plan = Plan(unreadable=list(unreadable))
     root_strs = [str(r) for r in roots]
+    hidden = [f.path for f, _ in plan.unreadable]
     files_of: dict[str, list[TrackFile]] = {}
     owner: dict[str, str] = {}  # path -> point id
     changed: set[str] = set()
@@ -85,12 +92,26 @@ def plan_changes(
             continue
         # a path never stays both failed and indexed: a failure that still describes the file
         # takes it off its old track (a run stopped between logging the one and detaching the
-        # other, or an index written before failures detached)
-        if failed is not None and failed.size == f.size and failed.mtime_ns == f.mtime_ns:
+        # other, or an index written before failures detached). A file that could not be read
+        # (no content hash) is tried again: permissions change without touching the mtime.
+        if (
+            failed is not None
+            and failed.content_hash
+            and failed.size == f.size
+            and failed.mtime_ns == f.mtime_ns
+        ):
             plan.skipped_failed += 1
             detach(f.path)
             continue
-        digest = hasher(f.path)
+        try:
+            digest = hasher(f.path)
+        except FileNotFoundError:
+            seen.discard(f.path)  # gone since the scan: as if it had not been found
+            continue
+        except OSError as err:
+            plan.unreadable.append((f, unreadable_reason(err)))
+            detach(f.path)
+            continue
         if failed is not None:
             if failed.content_hash == digest:
                 plan.touched_failures.append(f)
@@ -112,9 +133,11 @@ def plan_changes(
             plan.replaces[f.path] = pid
     # paths under the scanned roots that are gone from disk, and failures of gone files
     for path in list(owner):
-        if path not in seen and _under(path, root_strs):
+        if path not in seen and _under(path, root_strs) and not _under(path, hidden):
             detach(path)
             plan.removed += 1
-    plan.cleared_failures += [p for p in failures if p not in seen and _under(p, root_strs)]
+    plan.cleared_failures += [
+        p for p in failures if p not in seen and _under(p, root_strs) and not _under(p, hidden)
+    ]
     plan.files_of = {pid: files_of[pid] for pid in changed}
     return plan

@@ -37,12 +37,17 @@ def resolve_roots(paths: Iterable[str | Path]) -> list[Path]:
     return roots
 
 
-def scan(roots: Iterable[Path], extensions: Iterable[str]) -> Iterator[CatalogFile]:
+def scan(
+    roots: Iterable[Path],
+    extensions: Iterable[str],
+    unreadable: list[tuple[CatalogFile, str]] | None = None,
+) -> Iterator[CatalogFile]:
     """Audio files under `roots` (a root may also be a single file).
 
     Hidden files and folders (name starting with ".") are skipped. Symlinked folders are
     followed once: a folder already visited (by device and inode) is not entered again, so
-    symlink loops end. Unreadable folders are skipped.
+    symlink loops end. A folder that cannot be listed (permissions) is skipped, and added to
+    `unreadable` with the reason (as a CatalogFile of size 0), for the failure log.
     """
     exts = {e.lower() for e in extensions}
     seen_files: set[str] = set()
@@ -54,7 +59,13 @@ def scan(roots: Iterable[Path], extensions: Iterable[str]) -> Iterator[CatalogFi
                 yield entry
             continue
         visited: set[tuple[int, int]] = set()
-        for folder, dirs, files in os.walk(root, followlinks=True):
+
+        def refused(err: OSError, root: Path = root) -> None:
+            if unreadable is not None and err.filename is not None:
+                folder = CatalogFile(os.fsdecode(err.filename), str(root), 0, 0)
+                unreadable.append((folder, f"cannot list the folder: {_strerror(err)}"))
+
+        for folder, dirs, files in os.walk(root, onerror=refused, followlinks=True):
             try:
                 st = os.stat(folder)
             except OSError:
@@ -85,6 +96,15 @@ def _entry(path: str, root: str, exts: set[str]) -> CatalogFile | None:
     if not os.path.isfile(path):
         return None
     return CatalogFile(path=path, root=root, size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def _strerror(err: OSError) -> str:
+    return err.strerror or str(err)
+
+
+def unreadable_reason(err: OSError) -> str:
+    """The failure log's reason for a file the indexer could not open or read."""
+    return f"cannot read the file: {_strerror(err)}"
 
 
 def content_hash(path: str) -> str:

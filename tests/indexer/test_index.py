@@ -421,6 +421,88 @@ def test_a_file_that_breaks_during_the_run_leaves_the_index(
     assert_index_agrees_with_failures(settings, music)
 
 
+def test_files_that_change_or_vanish_while_being_read_are_failures_retried(
+    tmp_path: Path, settings: Settings, model: CoLLAP
+) -> None:
+    """A file rewritten after it was hashed, before it was decoded: storing what was decoded
+    under the old content's id would make the track lie; it is a failure, read again next run.
+    A file deleted then is a failure with that reason, cleared once the run sees it gone."""
+    music = tmp_path / "music"
+    moving = write_audio(music / "moving.flac", 6.0, seed=1, rate=16_000, channels=1)
+    going = write_audio(music / "going.flac", 6.0, seed=2, rate=16_000, channels=1)
+    handle = ModelHandle(settings, model=model)
+
+    class Meddle:
+        """Progress that rewrites one file and deletes the other after the plan."""
+
+        def start(self, files: int) -> None:
+            write_audio(moving, 8.0, seed=3, rate=16_000, channels=1)
+            going.unlink()
+
+        def update(self, files_done: int, audio_seconds: float) -> None: ...
+
+        def finish(self) -> None: ...
+
+    summary = service.index(settings, [music], model=handle, progress=Meddle())
+    assert (summary.indexed, summary.failed) == (0, 2)
+    reasons = {Path(f.path).name: f.reason for f in service.list_failures(settings)}
+    assert reasons["moving.flac"].startswith("changed while being read")
+    assert reasons["going.flac"] == "vanished before it was read"
+    again = service.index(settings, [music], model=handle)
+    assert (again.indexed, again.failed) == (1, 0)
+    assert_index_agrees_with_failures(settings, music)
+
+
+def _without_dac_override() -> list[str]:
+    """A command prefix under which file permissions hold: root reads any file, unless its
+    process lacks CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (then it is held to the owner's
+    bits like anyone)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("as root, needs setpriv (util-linux) to drop CAP_DAC_OVERRIDE")
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+
+
+def test_unreadable_files_and_folders_are_failures_tried_again(tmp_path: Path) -> None:
+    prefix = _without_dac_override()
+    env = {**os.environ, "INDEXER_DATA_DIR": str(tmp_path / "data"), "INDEXER_DECODE_WORKERS": "1"}
+    music = tmp_path / "music"
+    locked = write_audio(music / "locked.flac", 6.0, seed=1, rate=16_000, channels=1)
+    inner = write_audio(music / "closed" / "inner.flac", 6.0, seed=2, rate=16_000, channels=1)
+    write_audio(music / "good.flac", 6.0, seed=3, rate=16_000, channels=1)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*prefix, sys.executable, "-m", "indexer.cli", *args],
+            capture_output=True, text=True, timeout=300, env=env,
+        )  # fmt: skip
+
+    assert json.loads(run("index", str(music), "--json").stdout)["indexed"] == 3
+    write_audio(locked, 7.0, seed=4, rate=16_000, channels=1)  # new content, to be read
+    locked.chmod(0)
+    (music / "closed").chmod(0)
+    try:
+        out = run("index", str(music), "--json")
+        failures = json.loads(run("failures", "--json").stdout)
+    finally:
+        locked.chmod(0o644)
+        (music / "closed").chmod(0o755)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    summary = json.loads(out.stdout)
+    assert (summary["indexed"], summary["failed"], summary["removed"]) == (0, 2, 0)
+    assert {(Path(f["path"]).name, f["reason"]) for f in failures} == {
+        ("locked.flac", "cannot read the file: Permission denied"),
+        ("closed", "cannot list the folder: Permission denied"),
+    }
+    paths = paths_of(points(Settings(data_dir=tmp_path / "data", _env_file=None)))  # type: ignore[call-arg]
+    assert str(inner) in paths and str(locked) not in paths  # kept; its old content detached
+    again = json.loads(run("index", str(music), "--json").stdout)
+    assert (again["indexed"], again["failed"]) == (1, 0)  # same mtime: tried again all the same
+    assert json.loads(run("failures", "--json").stdout) == []
+
+
 def test_an_index_that_disagrees_with_the_failure_log_is_repaired(
     tmp_path: Path, settings: Settings, index: Index
 ) -> None:
