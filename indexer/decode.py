@@ -18,6 +18,8 @@ import av
 import av.error
 import numpy as np
 
+from indexer import id3
+
 # a decoded length under this share of the declared one (and a second short) is a truncation
 _TRUNCATED_SHARE = 0.9
 
@@ -107,6 +109,7 @@ class _FFmpegSource:
     name = "FFmpeg"
 
     def __init__(self, path: str) -> None:
+        self.path = path
         try:
             self.container = av.open(path, metadata_errors="ignore")
         except Exception as err:  # any error inside the library is this file's
@@ -128,6 +131,8 @@ class _FFmpegSource:
         if ctx is None or ctx.codec is None:
             raise _Unreadable("no decoder for its audio codec")
         tags = _tags(self.container, self.stream)
+        lists = id3.text_lists(self.path)  # the values of ID3v2.4 frames FFmpeg cuts to one
+        artists = lists.get("TPE1") or artist_values(tags.get("artist"))
         declared = None
         if self.stream.duration is not None and self.stream.time_base is not None:
             declared = float(self.stream.duration * self.stream.time_base)
@@ -135,9 +140,9 @@ class _FFmpegSource:
             declared = self.container.duration / 1_000_000
         return AudioInfo(
             title=tags.get("title"),
-            artist=artist_values(tags.get("artist") or tags.get("album_artist")),
+            artist=artists or lists.get("TPE2") or artist_values(tags.get("album_artist")),
             album=tags.get("album"),
-            genre=genre_values(tags.get("genre")),
+            genre=lists.get("TCON") or genre_values(tags.get("genre")),
             year=_first_int(tags.get("date") or tags.get("year")),
             track=_first_int(tags.get("track") or tags.get("tracknumber")),
             codec=ctx.codec.canonical_name or ctx.name or "",

@@ -10,7 +10,13 @@ import pytest
 
 from indexer.decode import AudioDecoder, DecodeError
 from indexer.decoders import DecodeParams, decode_job
-from tests.indexer.fixtures import corrupt_files, signal, write_audio, write_ogg_repeated_headers
+from tests.indexer.fixtures import (
+    corrupt_files,
+    signal,
+    write_audio,
+    write_id3v24,
+    write_ogg_repeated_headers,
+)
 
 TAGS = {
     "title": "Morning",
@@ -130,6 +136,19 @@ def test_a_stream_whose_format_changes_decodes_on(tmp_path: Path) -> None:
     path.write_bytes(data)
     samples, info = _decoded(path)
     assert info.duration == pytest.approx(1.0, abs=0.2) and np.abs(samples).max() > 0.01
+
+
+def test_id3v24_lists_keep_every_value(tmp_path: Path) -> None:
+    frames = {
+        "TIT2": (3, ["Duet"]),
+        "TPE1": (3, ["Ann", "Bob"]),
+        "TCON": (1, ["Rock", "Jazz"]),  # UTF-16, a byte order mark on each value
+    }
+    path = write_id3v24(tmp_path / "duet.mp3", 3.0, frames)
+    with av.open(str(path)) as container:  # what this covers: FFmpeg keeps the first only
+        assert (container.metadata["artist"], container.metadata["genre"]) == ("Ann", "Rock")
+    _, info = _decoded(path)
+    assert (info.title, info.artist, info.genre) == ("Duet", ["Ann", "Bob"], ["Rock", "Jazz"])
 
 
 def test_decode_job_streams_all_clips_then_done(tmp_path: Path) -> None:
