@@ -200,6 +200,49 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_locate(args: argparse.Namespace) -> int:
+    import uuid
+    from pathlib import Path
+
+    from indexer import service
+    from indexer.scan import content_hash
+    from indexer.search import QueryError, TrackNotFound
+    from indexer.store.base import point_id
+
+    settings = _settings()
+    text, target = args.text, args.track
+    if not text.strip():
+        raise QueryError("the query is empty")
+    try:
+        track_id = str(uuid.UUID(target))
+        by_path = False
+    except ValueError:
+        if not Path(target).is_file():
+            raise QueryError(f"{target!r} is neither a track id nor an indexed file") from None
+        track_id, by_path = point_id(content_hash(target)), True
+
+    try:
+        located = service.ask(
+            settings,
+            lambda s: s.locate(track_id, text),
+            lambda api: api.locate(track_id, text),
+            on_wait=_waiting(settings),
+        ).as_dict()
+    except TrackNotFound:
+        if not by_path:
+            raise
+        raise QueryError(
+            f"{target} is not indexed (no track holds its content): run `indexer index` on it"
+        ) from None
+    if args.json:
+        sys.stdout.write(json.dumps(located) + "\n")
+    else:
+        from indexer.terminal import print_located
+
+        print_located(located)
+    return 0
+
+
 def _check_limit(limit: int, settings: Any) -> None:
     """--limit within what the API allows (INDEXER_MAX_LIMIT), before anything loads."""
     from indexer.search import QueryError
@@ -409,8 +452,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_recommend)
+    p = sub.add_parser("locate", help="where a text happens in one track: clips and best parts")
+    p.add_argument("track", help="a track id, or the path of an indexed file")
+    p.add_argument("text", help='e.g. "where does the saxophone solo start?"')
+    p.add_argument("--json", action="store_true", help="print the timeline and segments as JSON")
+    p.set_defaults(func=_cmd_locate)
     p = sub.add_parser(
-        "serve", help="the HTTP API (search, similar, recommend, tracks, health, metrics)"
+        "serve", help="the HTTP API (search, similar, recommend, locate, tracks, health, metrics)"
     )
     p.add_argument("--host", help="bind address (default INDEXER_HOST, 127.0.0.1)")
     p.add_argument("--port", type=_bounded(0, 65535), help="port (default INDEXER_PORT, 8000)")

@@ -5,12 +5,13 @@
     with Client("http://127.0.0.1:8000", api_key="...") as api:
         hits = api.recommend([liked_id], negative=[disliked_id], query="calmer", per_artist=1)
         rows = api.batch_similar(seed_ids, limit=20)  # {seed id: [Hit, ...]}
+        where = api.locate(track_id, "the saxophone solo")  # .segments, .clips
 
-Answers are the Searcher's own types (indexer.search.Hit with its Segment and ClipMatch), and
-refusals its exceptions, so code written against the embedded Searcher reads the same: a 404
-is TrackNotFound, a 409 IndexUnavailable, another 4xx QueryError; each carries the HTTP status
-(`RequestRefused.status`). A server that does not answer is `Unreachable` (an OSError). The CLI
-goes through this client when `indexer serve` owns the store.
+Answers are the Searcher's own types (indexer.search.Hit with its Segment and ClipMatch;
+Located), and refusals its exceptions, so code written against the embedded Searcher reads the
+same: a 404 is TrackNotFound, a 409 IndexUnavailable, another 4xx QueryError; each carries the
+HTTP status (`RequestRefused.status`). A server that does not answer is `Unreachable` (an
+OSError). The CLI goes through this client when `indexer serve` owns the store.
 
 One kept-alive connection per client, used by one request at a time (a lock): every route is
 a read, so a request the server dropped on an idle connection is sent once more on a new one.
@@ -33,8 +34,10 @@ from indexer.search import (
     ClipMatch,
     Hit,
     IndexUnavailable,
+    Located,
     QueryError,
     Segment,
+    TimelineClip,
     TrackNotFound,
 )
 from indexer.store.base import TrackFilter
@@ -144,6 +147,16 @@ class Client:
             body["query"] = query
         body.update(_paged(limit, offset, per_artist, exclude, filters, explain))
         return _hits(self._post("/recommend", body)["hits"])
+
+    def locate(self, track_id: str, query: str) -> Located:
+        """POST /tracks/{id}/locate: where the text happens in that track (every clip's
+        evidence and the best segments)."""
+        route = f"/tracks/{urllib.parse.quote(track_id)}/locate"
+        found = self._post(route, {"query": query})
+        known = {k: v for k, v in found.items() if k in _LOCATED_FIELDS}
+        known["segments"] = [Segment(**s) for s in found.get("segments", [])]
+        known["clips"] = [TimelineClip(**c) for c in found.get("clips", [])]
+        return Located(**known)
 
     def track(self, track_id: str) -> dict[str, Any]:
         """GET /tracks/{id}: one indexed track's metadata."""
@@ -255,8 +268,9 @@ def _paged(
     }
 
 
-# a hit's fields the client reads (a newer server may send more)
+# a hit's and a located track's fields the client reads (a newer server may send more)
 _HIT_FIELDS = frozenset(f.name for f in fields(Hit))
+_LOCATED_FIELDS = frozenset(f.name for f in fields(Located))
 
 
 def _hits(rows: list[dict[str, Any]]) -> list[Hit]:

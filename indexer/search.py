@@ -7,8 +7,9 @@ attention pattern (`first_stage`). The store scans an int8 copy of those vectors
 `candidates` x oversampling tracks and re-ranks them by the exact fusion score (the dot product
 with the stored float16 vectors); the best `limit` are the fusion top hits. Only those are read
 whole: their clips give the fusion score again in float32 and say where in each track the text
-matches (the per-clip weights become segments). Reading the clips of every candidate instead
-cost ~100 random reads per query, the latency tail once the OS had dropped the payload pages.
+matches (CoLLAP.locate's per-clip evidence becomes segments, exactly as `locate` finds them in
+one track). Reading the clips of every candidate instead cost ~100 random reads per query, the
+latency tail once the OS had dropped the payload pages.
 
 Similar tracks use the song vector first, then a clip-level re-rank: the symmetric mean of
 best clip matches (Chamfer similarity), so a track that shares whole passages with the query
@@ -52,12 +53,14 @@ from indexer.store.base import (
 
 if TYPE_CHECKING:
     from collap_model.model import CoLLAP
-    from collap_model.outputs import AudioEmbedding
+    from collap_model.outputs import AudioEmbedding, TextEmbedding
 
-# a segment keeps clips whose weight is at least this share of the track's highest clip weight
+# a segment keeps the clips whose evidence lies in the top SEGMENT_KEEP of the range from the
+# track's median clip to its best one: relative to the track, so it holds for any scale of
+# evidence (the WhereHead's logits, the fusion's cosine-scale clip match, Chamfer similarity)
 SEGMENT_KEEP = 0.5
 MAX_SEGMENTS = 3
-# temperature turning clip match scores into weights for similar-track segments
+# temperature turning clip match scores into weights for similar-track explanations
 SIMILAR_TEMPERATURE = 0.05
 # recommend: a disliked track's Chamfer similarity counts half a liked one's, the 2 : 1 of
 # Qdrant's average-vector strategy (it searches 2·mean(positive) − mean(negative))
@@ -101,10 +104,21 @@ class IndexUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Segment:
+    """A contiguous stretch of neighbouring clips where the text matches, edges on the clip
+    grid: from its first clip's start to its last clip's end."""
+
     start: float  # seconds
     end: float
-    score: float  # share of the track's match weight inside this segment (0..1)
-    similarity: float  # how well the segment's clips match (cosine scale)
+    score: float  # the mean evidence of its clips (the timeline's scale; higher is better)
+
+
+@dataclass(frozen=True)
+class TimelineClip:
+    """One clip of a located track's timeline."""
+
+    start: float  # seconds
+    end: float
+    score: float  # the evidence that the text happens here (CoLLAP.locate; higher is better)
 
 
 @dataclass(frozen=True)
@@ -113,8 +127,26 @@ class ClipMatch:
 
     start: float  # seconds
     end: float
-    weight: float  # its share of the track's match weight (0..1; the clips' weights sum to 1)
+    score: float  # where the text happens: the evidence segments are made from (locate)
+    weight: float  # its share of the track's fusion weight (0..1; the clips' weights sum to 1)
     similarity: float  # how well this clip matches (cosine scale)
+
+
+@dataclass
+class Located:
+    """Where a text happens in one track: every clip's evidence and the best segments."""
+
+    id: str
+    query: str
+    path: str
+    title: str | None
+    artist: str | None
+    duration: float | None
+    segments: list[Segment]  # best first
+    clips: list[TimelineClip]  # every clip, in time order
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -305,47 +337,56 @@ def _seconds(text: str) -> float:
     return seconds
 
 
-def segments_from_weights(
-    times: np.ndarray, weights: np.ndarray, scores: np.ndarray
-) -> list[Segment]:
-    """Clip times (N, 2), weights (N,) summing to 1, clip scores (N,) -> best segments first.
+def segments_from_evidence(times: np.ndarray, evidence: np.ndarray) -> list[Segment]:
+    """Clip times (N, 2) and per-clip evidence (N,) -> the best segments, best first.
 
-    Clips at or above SEGMENT_KEEP x the highest weight are kept; neighbouring kept clips (they
-    overlap in time) merge into one segment.
+    A clip is kept when its evidence is at least median + SEGMENT_KEEP x (max - median);
+    neighbouring kept clips (they overlap in time) merge into one segment, scored by the mean
+    evidence of its clips. What `locate` shows and what search hits carry.
     """
-    if weights.size == 0:
+    if evidence.size == 0:
         return []
-    keep = weights >= SEGMENT_KEEP * float(weights.max())
+    best, middle = float(evidence.max()), float(np.median(evidence))
+    keep = evidence >= middle + SEGMENT_KEEP * (best - middle) - 1e-9 * max(1.0, abs(best))
     runs: list[tuple[int, int]] = []
     for i in np.flatnonzero(keep).tolist():
         if runs and runs[-1][1] == i - 1:
             runs[-1] = (runs[-1][0], i)
         else:
             runs.append((i, i))
-    out = []
-    for first, last in runs:
-        w = weights[first : last + 1]
-        mass = float(w.sum())
-        similarity = float((w * scores[first : last + 1]).sum() / max(mass, 1e-12))
-        out.append(
-            Segment(
-                round(float(times[first, 0]), 2),
-                round(float(times[last, 1]), 2),
-                round(mass, 4),
-                round(similarity, 4),
-            )
+    out = [
+        Segment(
+            round(float(times[first, 0]), 2),
+            round(float(times[last, 1]), 2),
+            round(float(evidence[first : last + 1].mean()), 4),
         )
-    out.sort(key=lambda s: -s.score)
+        for first, last in runs
+    ]
+    out.sort(key=lambda s: -s.score)  # stable: equal scores stay in time order
     return out[:MAX_SEGMENTS]
 
 
-def clip_matches(times: np.ndarray, weights: np.ndarray, scores: np.ndarray) -> list[ClipMatch]:
-    """Clip times (N, 2), weights (N,), clip scores (N,) -> one ClipMatch per clip."""
+def timeline(times: np.ndarray, evidence: np.ndarray) -> list[TimelineClip]:
+    """Clip times (N, 2), evidence (N,) -> one TimelineClip per clip, in time order."""
+    return [
+        TimelineClip(round(float(t[0]), 2), round(float(t[1]), 2), round(float(e), 4))
+        for t, e in zip(times, evidence, strict=True)
+    ]
+
+
+def clip_matches(
+    times: np.ndarray, evidence: np.ndarray, weights: np.ndarray, scores: np.ndarray
+) -> list[ClipMatch]:
+    """Clip times (N, 2), evidence (N,), weights (N,), clip scores (N,) -> a ClipMatch each."""
     return [
         ClipMatch(
-            round(float(t[0]), 2), round(float(t[1]), 2), round(float(w), 4), round(float(c), 4)
+            round(float(t[0]), 2),
+            round(float(t[1]), 2),
+            round(float(e), 4),
+            round(float(w), 4),
+            round(float(c), 4),
         )
-        for t, w, c in zip(times, weights, scores, strict=True)
+        for t, e, w, c in zip(times, evidence, weights, scores, strict=True)
     ]
 
 
@@ -414,17 +455,15 @@ class Searcher:
         where: TrackFilter | None = None,
         explain: bool = False,
     ) -> list[Hit]:
-        """Free text -> the `limit` best tracks by fusion score, with segments (and, with
-        `explain`, every clip's weight and similarity)."""
+        """Free text -> the `limit` best tracks by fusion score, with segments (where the text
+        happens, as `locate` finds it) and, with `explain`, every clip's evidence, fusion
+        weight and similarity."""
         from collap_model.outputs import ClipBatch
 
         text = self._check_text(text)
         _check_limit(limit)
         target = self.collection()
-        try:
-            emb = self.model.encode_text([text])
-        except ValueError as err:  # the model refuses text longer than it can read whole
-            raise QueryError(str(err)) from err
+        emb = self._encode(text)
         vector = self.model.first_stage_query(emb)[0]
         with self._lock:
             found = self.store.search(
@@ -433,19 +472,57 @@ class Searcher:
         if not found:
             return _nothing_found(where)
         clips, times = self._clips_of(target, found)
-        fused = self.model.score(emb, ClipBatch.of_arrays(clips, times))
+        batch = ClipBatch.of_arrays(clips, times)
+        fused = self.model.score(emb, batch)
         scores = fused.scores[0].float().cpu().numpy()  # (hits,)
-        weights = fused.clip_weights[0].float().cpu().numpy()  # (hits, N)
-        clip_scores = fused.clip_scores[0].float().cpu().numpy()  # (hits, N)
+        evidence = self.model.locate(emb, batch)[0].cpu().numpy()  # (hits, N), -inf padded
         hits = []
         for i in np.argsort(-scores, kind="stable").tolist():
             n = clips[i].shape[0]
-            w, c = weights[i, :n], clip_scores[i, :n]
-            clip_parts = clip_matches(times[i], w, c) if explain else None
+            e = evidence[i, :n]
+            clip_parts = None
+            if explain:
+                w = fused.clip_weights[0, i, :n].float().cpu().numpy()
+                c = fused.clip_scores[0, i, :n].float().cpu().numpy()
+                clip_parts = clip_matches(times[i], e, w, c)
             hits.append(
-                _hit(found[i], float(scores[i]), segments_from_weights(times[i], w, c), clip_parts)
+                _hit(found[i], float(scores[i]), segments_from_evidence(times[i], e), clip_parts)
             )
         return hits
+
+    # ---- where in a track ----------------------------------------------------------------------
+    def locate(self, track_id: str, text: str) -> Located:
+        """Where `text` happens in one indexed track: every clip's evidence (CoLLAP.locate) in
+        time order and the best segments, the same segments a search hit carries."""
+        from collap_model.outputs import ClipBatch
+
+        text = self._check_text(text)
+        pid = _check_id(track_id)
+        target = self.collection()
+        emb = self._encode(text)
+        with self._lock:
+            found = self.store.retrieve(target, [pid])
+        if not found:
+            raise TrackNotFound(f"no track with id {track_id}")
+        clips, times = self._clips_of(target, found)
+        evidence = self.model.locate(emb, ClipBatch.of_arrays(clips, times))[0, 0].cpu().numpy()
+        p = found[0].payload
+        return Located(
+            id=found[0].id,
+            query=text,
+            path=str(p.get("path", "")),
+            title=p.get("title"),
+            artist=p.get("artist"),
+            duration=p.get("duration"),
+            segments=segments_from_evidence(times[0], evidence),
+            clips=timeline(times[0], evidence),
+        )
+
+    def _encode(self, text: str) -> TextEmbedding:
+        try:
+            return self.model.encode_text([text])
+        except ValueError as err:  # the model refuses text longer than it can read whole
+            raise QueryError(str(err)) from err
 
     # ---- similar tracks -------------------------------------------------------------------------
     def similar(
@@ -576,10 +653,7 @@ class Searcher:
         banned = tuple(dict.fromkeys([*liked, *disliked, *page.exclude]))
         emb = None
         if text is not None:
-            try:
-                emb = self.model.encode_text([text])
-            except ValueError as err:
-                raise QueryError(str(err)) from err
+            emb = self._encode(text)
         need = page.fetch(self.candidates)
         # Qdrant's average-vector query: mean(liked) + (mean(liked) − mean(disliked))
         average = np.mean([s.song for s in pos], axis=0)
@@ -640,11 +714,14 @@ class Searcher:
         hits = []
         for pos in page.select([cands[i] for i in order]):
             i = order[pos]
+            # where the seeds' music is: each clip's best match in them, as evidence
             match = best[starts[i] : starts[i + 1]]
-            w = np.exp((match - match.max()) / SIMILAR_TEMPERATURE)
-            w /= w.sum()
-            segs = segments_from_weights(cand_times[i], w, match)
-            parts = clip_matches(cand_times[i], w, match) if explain else None
+            segs = segments_from_evidence(cand_times[i], match)
+            parts = None
+            if explain:
+                w = np.exp((match - match.max()) / SIMILAR_TEMPERATURE)
+                w /= w.sum()
+                parts = clip_matches(cand_times[i], match, w, match)
             hits.append(_hit(cands[i], float(scores[i]), segs, parts))
         return hits
 
@@ -673,7 +750,7 @@ class Searcher:
 
     # ---- clips ----------------------------------------------------------------------------------
     def _clips_of(
-        self, target: str, found: Sequence[Candidate]
+        self, target: str, found: Sequence[Candidate | StoredTrack]
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Each candidate's clips (N_i, D) and clip times (N_i, 2)."""
         dim = self.model.config.embed_dim

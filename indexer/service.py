@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from indexer.failures import Failure, FailureLog
 from indexer.lock import DataDirLock, StoreBusyError, busy_message, read_json, write_json
@@ -22,6 +22,8 @@ from indexer.store.base import Store
 if TYPE_CHECKING:
     from indexer.client import Client
     from indexer.search import Hit, Searcher
+
+Answer = TypeVar("Answer")
 
 
 def store_location(settings: Settings) -> str:
@@ -164,18 +166,29 @@ def find(
 ) -> list[dict[str, Any]]:
     """Run a search here, or through `indexer serve` (indexer.client) when that process owns
     the store."""
+    return [h.as_dict() for h in ask(settings, run, remote, on_wait)]
+
+
+def ask(
+    settings: Settings,
+    run: Callable[[Searcher], Answer],
+    remote: Callable[[Client], Answer],
+    on_wait: Callable[[dict[str, Any] | None], None] | None = None,
+) -> Answer:
+    """Answer a read-only request (search, similar, locate, ...) here, or through `indexer
+    serve` when that process owns the store; while `indexer index` owns it, wait."""
     try:
         with searcher(settings, wait=False) as s:
-            return [h.as_dict() for h in run(s)]
+            return run(s)
     except StoreBusyError:
         owner = read_json(settings.data_dir / "owner.json") or {}
         if owner.get("api"):
-            return [h.as_dict() for h in through_owner(settings, str(owner["api"]), remote)]
+            return through_owner(settings, str(owner["api"]), remote)
     with searcher(settings, on_wait=on_wait) as s:
-        return [h.as_dict() for h in run(s)]
+        return run(s)
 
 
-def through_owner(settings: Settings, url: str, remote: Callable[[Client], list[Hit]]) -> list[Hit]:
+def through_owner(settings: Settings, url: str, remote: Callable[[Client], Answer]) -> Answer:
     """`remote` with a client of the serving owner; its refusals say they came through it."""
     from indexer.client import Client, RequestRefused, Unavailable, Unreachable
 

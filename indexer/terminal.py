@@ -1,5 +1,5 @@
-"""What the CLI shows a person, through rich: the hits table of `query`/`similar` and the
-progress of `indexer index`.
+"""What the CLI shows a person, through rich: the hits table of `query`/`similar`, the
+timeline of `locate` and the progress of `indexer index`.
 
 On a terminal: styled, sized to the window. Anywhere else (a pipe, a file): plain text with no
 escape codes, one line per row however long, without trailing blanks, so scripts can read it.
@@ -107,6 +107,54 @@ def print_hits(hits: Sequence[dict[str, Any]], file: TextIO | None = None) -> No
         out.file.write("no matching tracks\n")
         return
     show(out, hits_table(hits, styled=out.is_terminal))
+
+
+# a clip's evidence as a bar of up to this many blocks, from the track's lowest to its highest
+_BAR = 20
+
+
+def located_table(located: dict[str, Any], styled: bool) -> Table:
+    """`indexer locate`: every clip (start, end, score, a bar scaled from the track's lowest
+    to its highest evidence) with the best segments' ranks beside the clips they cover."""
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold" if styled else "")
+    table.add_column("start", justify="right", no_wrap=True)
+    table.add_column("end", justify="right", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True, style="cyan" if styled else "")
+    table.add_column("match", no_wrap=True)
+    table.add_column("best", no_wrap=True)
+    clips, segments = located["clips"], located["segments"]
+    scores = [c["score"] for c in clips]
+    low, high = (min(scores), max(scores)) if scores else (0.0, 0.0)
+    for c in clips:
+        share = (c["score"] - low) / (high - low) if high > low else 1.0
+        ranks = [
+            str(rank)
+            for rank, seg in enumerate(segments, 1)
+            if seg["start"] <= c["start"] and c["end"] <= seg["end"]
+        ]
+        table.add_row(
+            clock(c["start"]),
+            clock(c["end"]),
+            f"{c['score']:.3f}",
+            "#" * max(1, round(share * _BAR)),
+            ",".join(ranks),
+        )
+    return table
+
+
+def print_located(located: dict[str, Any], file: TextIO | None = None) -> None:
+    """The track, its best segments (best first), then the per-clip timeline."""
+    out = console(file)
+    title = located.get("title") or Path(located["path"]).stem
+    name = f"{located['artist']} - {title}" if located.get("artist") else title
+    length = f" ({clock(located['duration'])})" if located.get("duration") is not None else ""
+    out.file.write(f"{printable(name)}{length}  {printable(located['path'])}\n")
+    best = ", ".join(
+        f"{rank}. {clock(s['start'])}-{clock(s['end'])} ({s['score']:.3f})"
+        for rank, s in enumerate(located["segments"], 1)
+    )
+    out.file.write(f"best parts: {best or 'none'}\n")
+    show(out, located_table(located, styled=out.is_terminal))
 
 
 class TerminalProgress:

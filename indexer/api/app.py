@@ -30,7 +30,15 @@ from prometheus_client import (
 )
 
 from indexer.api import audio, guards, page
-from indexer.api.schemas import BatchHits, Health, Hits, Problem, Track, request_models
+from indexer.api.schemas import (
+    BatchHits,
+    Health,
+    Hits,
+    LocatedOut,
+    Problem,
+    Track,
+    request_models,
+)
 from indexer.search import EMPTY, IndexUnavailable, QueryError, Searcher, TrackNotFound
 from indexer.settings import Settings
 
@@ -86,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     models = request_models(settings)
     SearchRequest, SimilarRequest = models.search, models.similar
     BatchSimilarRequest, RecommendRequest = models.batch_similar, models.recommend
+    LocateRequest = models.locate
     metrics = Metrics()
     key = settings.api_key.get_secret_value().encode() if settings.api_key else None
     state: dict[str, Searcher] = {}
@@ -194,6 +203,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def track(track_id: UUID, s: Open) -> dict[str, Any]:
         """One indexed track's metadata."""
         return s.track(str(track_id))
+
+    @app.post(
+        "/tracks/{track_id}/locate",
+        response_model=LocatedOut,
+        responses={**ERRORS, 404: {"model": Problem, "description": "no such track"}},
+        dependencies=guarded,
+    )
+    def locate(track_id: UUID, body: LocateRequest, s: Open) -> dict[str, Any]:  # type: ignore[valid-type]
+        """Where a text happens in one track: every clip's evidence and the best segments
+        (what `indexer locate --json` prints)."""
+        return s.locate(str(track_id), body.query).as_dict()  # type: ignore[attr-defined]
 
     @app.get("/healthz", response_model=Health)
     def healthz() -> dict[str, Any]:

@@ -16,7 +16,10 @@ from indexer.settings import Settings
 from indexer.store.base import DURATION_MAX, YEAR_MAX, TrackFilter
 
 Tag = Annotated[str, Field(min_length=1, max_length=512)]
-EXPLAIN = "each hit also lists every clip's weight and similarity (`clips`), in time order"
+EXPLAIN = (
+    "each hit also lists every clip's evidence, weight and similarity (`clips`), in time order"
+)
+QUERY = "free text: a short query or a paragraph describing a whole song"
 
 
 class Filters(BaseModel):
@@ -60,6 +63,7 @@ class RequestModels:
     similar: type[BaseModel]
     batch_similar: type[BaseModel]
     recommend: type[BaseModel]
+    locate: type[BaseModel]
 
 
 # excluded ids one request may name, and seed tracks one /batch/similar call may name
@@ -75,12 +79,7 @@ def request_models(settings: Settings) -> RequestModels:
     ]
     Text = Annotated[
         str,
-        Field(
-            min_length=1,
-            max_length=settings.max_query_chars,
-            pattern=r"\S",
-            description="free text: a short query or a paragraph describing a whole song",
-        ),
+        Field(min_length=1, max_length=settings.max_query_chars, pattern=r"\S", description=QUERY),
     ]
 
     class Paged(BaseModel):
@@ -112,7 +111,7 @@ def request_models(settings: Settings) -> RequestModels:
             min_length=1,
             max_length=settings.max_query_chars,
             pattern=r"\S",
-            description="free text: a short query or a paragraph describing a whole song",
+            description=QUERY,
         )
         limit: int = Field(10, ge=1, le=settings.max_limit, description="hits to return")
         filters: Filters | None = None
@@ -139,21 +138,48 @@ def request_models(settings: Settings) -> RequestModels:
             None, description="optional text that steers, scored by the same fusion as search"
         )
 
-    return RequestModels(SearchRequest, SimilarRequest, BatchSimilarRequest, RecommendRequest)
+    class LocateRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        query: Text
+
+    return RequestModels(
+        SearchRequest, SimilarRequest, BatchSimilarRequest, RecommendRequest, LocateRequest
+    )
+
+
+EVIDENCE = "evidence that the text happens here (higher is better; the model's own scale)"
 
 
 class SegmentOut(BaseModel):
-    start: float = Field(description="seconds")
-    end: float = Field(description="seconds")
-    score: float = Field(description="share of the track's match weight in this segment (0..1)")
-    similarity: float = Field(description="how well the segment matches (cosine scale)")
+    start: float = Field(description="seconds, the start of its first clip")
+    end: float = Field(description="seconds, the end of its last clip")
+    score: float = Field(description="mean evidence of its clips (as the timeline's `score`)")
 
 
 class ClipOut(BaseModel):
     start: float = Field(description="seconds")
     end: float = Field(description="seconds")
-    weight: float = Field(description="share of the track's match weight on this clip (0..1)")
+    score: float = Field(description=EVIDENCE)
+    weight: float = Field(description="share of the track's fusion weight on this clip (0..1)")
     similarity: float = Field(description="how well the clip matches (cosine scale)")
+
+
+class TimelineClipOut(BaseModel):
+    start: float = Field(description="seconds")
+    end: float = Field(description="seconds")
+    score: float = Field(description=EVIDENCE)
+
+
+class LocatedOut(BaseModel):
+    id: str
+    query: str
+    path: str
+    title: str | None
+    artist: str | None
+    duration: float | None
+    segments: list[SegmentOut] = Field(description="the best stretches, best first")
+    clips: list[TimelineClipOut] = Field(description="every clip, in time order")
 
 
 class HitOut(BaseModel):

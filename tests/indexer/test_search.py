@@ -3,6 +3,7 @@ searched with the shipped model (tests/indexer/conftest.py builds it once per se
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from indexer.search import (
     Searcher,
     TrackNotFound,
     parse_filters,
-    segments_from_weights,
+    segments_from_evidence,
 )
 from indexer.settings import Settings
 from indexer.store.base import TrackFilter
@@ -64,19 +65,24 @@ def test_hits_carry_score_parts_and_segments(searcher: Searcher) -> None:
         assert h.rerank == h.score and -1.0 <= h.first_stage <= 1.0
         assert 1 <= len(h.segments) <= 3
         assert h.duration is not None
-        shares = [s.score for s in h.segments]
-        assert shares == sorted(shares, reverse=True) and sum(shares) <= 1.0 + 1e-6
+        scores = [s.score for s in h.segments]
+        assert scores == sorted(scores, reverse=True)
         for s in h.segments:
             assert 0.0 <= s.start < s.end <= h.duration + 10.0
+        # separate stretches of the clip grid: apart by a clip not kept (a hop, 5 s), but for
+        # the clip aligned to the end, which may overlap its neighbour by less than a hop
+        spans = sorted((s.start, s.end) for s in h.segments)
+        assert all(a[1] < b[0] + 5.0 for a, b in itertools.pairwise(spans))
 
 
-def test_explain_gives_every_clip_its_weight_and_similarity(
+def test_explain_gives_every_clip_its_evidence_weight_and_similarity(
     searcher: Searcher, search_catalog: SearchCatalog
 ) -> None:
     text = "soft piano opening, then drums and strings"
     plain = searcher.search(text, limit=4)
     explained = searcher.search(text, limit=4, explain=True)
     assert [h.id for h in explained] == [h.id for h in plain]
+    assert [h.segments for h in explained] == [h.segments for h in plain]
     assert all(h.clips is None for h in plain)
     similar = searcher.similar(search_catalog.ids["song3"], limit=2, explain=True)
     for h in [*explained, *similar]:
@@ -85,11 +91,60 @@ def test_explain_gives_every_clip_its_weight_and_similarity(
         times = [[c.start, c.end] for c in h.clips]
         assert np.allclose(times, track["clip_times"], atol=0.006)  # to the 1/100 s
         assert sum(c.weight for c in h.clips) == pytest.approx(1.0, abs=1e-3)
-        heaviest = max(h.clips, key=lambda c: c.weight)
-        assert any(s.start <= heaviest.start and heaviest.end <= s.end for s in h.segments)
-        for s in h.segments:  # a segment's share is the weight of the clips it spans
-            inside = [c.weight for c in h.clips if s.start <= c.start and c.end <= s.end]
-            assert s.score == pytest.approx(sum(inside), abs=1e-3)
+        best = max(h.clips, key=lambda c: c.score)
+        assert h.segments[0].start <= best.start and best.end <= h.segments[0].end
+        for s in h.segments:  # a segment's score is the mean evidence of the clips it spans
+            inside = [c.score for c in h.clips if s.start <= c.start and c.end <= s.end]
+            assert s.score == pytest.approx(float(np.mean(inside)), abs=1e-3)
+
+
+def test_search_segments_are_what_locate_finds(
+    searcher: Searcher, search_catalog: SearchCatalog
+) -> None:
+    """One mechanism: a hit's segments and clip evidence are `locate`'s for that track."""
+    for text in ("soft piano opening, then drums and strings", search_catalog.songs[2]["caption"]):
+        for h in searcher.search(text, limit=3, explain=True):
+            located = searcher.locate(h.id, text)
+            assert located.segments == h.segments
+            assert h.clips is not None
+            assert [(c.start, c.end, c.score) for c in h.clips] == [
+                (c.start, c.end, c.score) for c in located.clips
+            ]
+
+
+def test_locate_gives_every_clip_and_the_best_segments(
+    searcher: Searcher, search_catalog: SearchCatalog
+) -> None:
+    tid = search_catalog.ids["song4"]
+    located = searcher.locate(tid, "  the drums come in  ")
+    track = searcher.track(tid)
+    assert located.id == tid and located.query == "the drums come in"
+    assert located.path == search_catalog.songs[4]["audio"]
+    assert len(located.clips) == track["n_clips"]
+    assert np.allclose([[c.start, c.end] for c in located.clips], track["clip_times"], atol=0.006)
+    assert located.segments == segments_from_evidence(
+        np.array([[c.start, c.end] for c in located.clips]),
+        np.array([c.score for c in located.clips]),
+    )
+    assert 1 <= len(located.segments) <= 3
+    body = located.as_dict()
+    assert set(body) == {"id", "query", "path", "title", "artist", "duration", "segments", "clips"}
+    assert set(body["clips"][0]) == set(body["segments"][0]) == {"start", "end", "score"}
+    # the text changes where: another text, other evidence
+    other = searcher.locate(tid, "a quiet ending that fades out")
+    assert [c.score for c in other.clips] != [c.score for c in located.clips]
+
+
+def test_locate_refuses_unknown_tracks_and_bad_text(searcher: Searcher) -> None:
+    with pytest.raises(TrackNotFound, match="no track with id"):
+        searcher.locate("00000000-0000-0000-0000-000000000000", "drums")
+    with pytest.raises(QueryError, match="not a track id"):
+        searcher.locate("song4", "drums")
+    tid = searcher.search("drums", limit=1)[0].id
+    with pytest.raises(QueryError, match="empty"):
+        searcher.locate(tid, "  ")
+    with pytest.raises(QueryError, match="words"):
+        searcher.locate(tid, "la " * 5000)
 
 
 def test_the_first_stage_scores_fusion_exactly_and_hits_come_in_fusion_order(
@@ -157,14 +212,25 @@ def test_the_store_refuses_non_finite_filters(searcher: Searcher) -> None:
             TrackFilter(**bad)  # type: ignore[arg-type]
 
 
-def test_segments_merge_neighbouring_heavy_clips() -> None:
-    times = np.array([[0, 10], [5, 15], [10, 20], [15, 25], [20, 30]], dtype=np.float32)
-    weights = np.array([0.05, 0.4, 0.35, 0.05, 0.15])
-    scores = np.array([0.1, 0.6, 0.5, 0.1, 0.3])
-    segs = segments_from_weights(times, weights, scores)
-    assert [(s.start, s.end) for s in segs] == [(5.0, 20.0)]
-    assert segs[0].score == pytest.approx(0.75)
-    assert segs[0].similarity == pytest.approx((0.4 * 0.6 + 0.35 * 0.5) / 0.75, abs=1e-3)
+def test_segments_merge_neighbouring_clips_and_rank_by_mean_evidence() -> None:
+    times = np.array([[0, 10], [5, 15], [10, 20], [15, 25], [20, 30], [25, 35]], np.float32)
+    # median 0.5, max 1.0: clips at or above 0.75 are kept; 1 and 2 are neighbours, 4 alone
+    evidence = np.array([0.1, 1.0, 0.8, 0.2, 0.95, 0.2])
+    segs = segments_from_evidence(times, evidence)
+    assert [(s.start, s.end) for s in segs] == [(20.0, 30.0), (5.0, 20.0)]
+    assert [s.score for s in segs] == [pytest.approx(0.95), pytest.approx(0.9)]
+    # only the ranks within the track matter: any scale or offset gives the same segments
+    assert [(s.start, s.end) for s in segments_from_evidence(times, 40 * evidence - 7)] == [
+        (s.start, s.end) for s in segs
+    ]
+    # at most MAX_SEGMENTS, the best ones
+    many = np.array([1.0, 0.0, 0.9, 0.0, 0.8, 0.0, 0.95, 0.0])
+    grid = np.stack([np.arange(8) * 5.0, np.arange(8) * 5.0 + 10], axis=1)
+    assert [s.start for s in segments_from_evidence(grid, many)] == [0.0, 30.0, 10.0]
+    # a flat timeline is one stretch, the whole track; no clips, no segments
+    flat = segments_from_evidence(grid, np.full(8, -3.0))
+    assert [(s.start, s.end, s.score) for s in flat] == [(0.0, 45.0, -3.0)]
+    assert segments_from_evidence(np.zeros((0, 2)), np.zeros(0)) == []
 
 
 def test_similar_by_id_puts_the_near_duplicate_first(
@@ -266,9 +332,40 @@ def test_cli_similar(search_catalog: SearchCatalog) -> None:
     assert json.loads(by_path.stdout)[0]["id"] == s.ids["song5"]
 
 
+def test_cli_locate_by_id_and_by_path(search_catalog: SearchCatalog) -> None:
+    s = search_catalog
+    song = s.songs[4]
+    by_id = cli(s.settings, "locate", s.ids["song4"], "the drums come in", "--json")
+    assert by_id.returncode == 0, by_id.stderr
+    located = json.loads(by_id.stdout)
+    assert located["id"] == s.ids["song4"] and located["path"] == song["audio"]
+    assert located["clips"] and 1 <= len(located["segments"]) <= 3
+    by_path = cli(s.settings, "locate", song["audio"], "the drums come in", "--json")
+    assert by_path.returncode == 0, by_path.stderr
+    assert json.loads(by_path.stdout) == located
+    table = cli(s.settings, "locate", song["audio"], "the drums come in")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].endswith(song["audio"]) and lines[1].startswith("best parts: 1. ")
+    assert lines[2].split() == ["start", "end", "score", "match", "best"]
+    rows = lines[3:]
+    assert len(rows) == len(located["clips"])
+    first = located["clips"][0]
+    assert rows[0].split()[:3] == ["0:00", "0:10", f"{first['score']:.3f}"]
+    best = located["segments"][0]
+    marked = [r for r in rows if r.split()[-1].split(",")[0] == "1"]
+    assert marked and len(marked) == sum(
+        1 for c in located["clips"] if best["start"] <= c["start"] and c["end"] <= best["end"]
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["locate", "00000000-0000-0000-0000-000000000000", "drums"], "no track with id"),
+        (["locate", "/no/such/file.flac", "drums"], "neither a track id nor an indexed file"),
+        (["locate", "song-four", "drums"], "neither a track id nor an indexed file"),
+        (["locate", "00000000-0000-0000-0000-000000000000", "  "], "the query is empty"),
         (["query", ""], "the query is empty"),
         (["query", "piano", "--filter", "mood=sad"], "unknown filter 'mood'"),
         (["query", "piano", "--filter", "year=later"], "not a number"),
@@ -286,6 +383,18 @@ def test_cli_errors_are_one_line(
     out = cli(search_catalog.settings, *args)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_locate_refuses_an_unindexed_file_and_text_the_model_cannot_read(
+    search_catalog: SearchCatalog,
+) -> None:
+    s = search_catalog
+    out = cli(s.settings, "locate", str(s.outside), "drums")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert f"{s.outside} is not indexed" in out.stderr and "Traceback" not in out.stderr
+    long = cli(s.settings, "locate", s.ids["song4"], "la " * 5000)
+    assert long.returncode == 2 and long.stderr.count("\n") == 1, long.stderr
+    assert "words" in long.stderr and "Traceback" not in long.stderr
 
 
 def test_cli_empty_index(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -27,7 +27,7 @@ def hit(**fields: object) -> dict[str, object]:
         "title": "Blue",
         "artist": "Ann",
         "duration": 222.0,
-        "segments": [{"start": 80.0, "end": 100.0, "score": 0.4, "similarity": 0.3}],
+        "segments": [{"start": 80.0, "end": 100.0, "score": 0.4}],
     }
     return {**base, **fields}
 

@@ -325,19 +325,21 @@ function render(hits, title) {
   if (audio.dataset.trackId) markPlaying();
 }
 
-// The bar: the whole track; the shaded strip: each clip's share of the match; the buttons: the
-// best segments, numbered best first, each playing from its start
+// The bar: the whole track; the shaded strip: where the text happens, each clip's evidence from
+// the track's lowest to its highest (what the segments are made from); the buttons: the best
+// segments, numbered best first, each playing from its start
 function timeline(bar, hit, length) {
   const span = length > 0 ? length : 1;
   const pct = (t) => `${Math.min(100, Math.max(0, (100 * t) / span))}%`;
   const clips = hit.clips || [];
   if (clips.length) {
-    const top = Math.max(...clips.map((c) => c.weight)) || 1;
+    const low = Math.min(...clips.map((c) => c.score));
+    const range = Math.max(...clips.map((c) => c.score)) - low || 1;
     const mid = clips.map((c) => (c.start + c.end) / 2);
     const stops = clips.map((c, i) => {
       const from = i ? (mid[i - 1] + mid[i]) / 2 : 0;
       const to = i + 1 < clips.length ? (mid[i] + mid[i + 1]) / 2 : span;
-      const alpha = (0.08 + (0.92 * c.weight) / top).toFixed(3);
+      const alpha = (0.08 + (0.92 * (c.score - low)) / range).toFixed(3);
       return `rgb(var(--match) / ${alpha}) ${pct(from)} ${pct(to)}`;
     });
     bar.querySelector(".strip").style.backgroundImage = `linear-gradient(to right, ${stops})`;
@@ -350,7 +352,7 @@ function timeline(bar, hit, length) {
     b.style.left = pct(seg.start);
     b.style.width = pct(seg.end - seg.start);
     const when = `${clock(seg.start)}–${clock(seg.end)}`;
-    b.title = `${when}, ${Math.round(seg.score * 100)}% of the match`;
+    b.title = `${when}, part ${i + 1} of the best, match ${seg.score.toFixed(3)}`;
     b.setAttribute("aria-label", `Play ${name(hit)} from ${clock(seg.start)} (part ${when})`);
     b.dataset.start = String(seg.start);
     b.addEventListener("click", (event) => {
