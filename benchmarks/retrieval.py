@@ -124,11 +124,11 @@ def run() -> str:
                 f"held-out soundfont R@10 {q['R@10']:.3f} (bar >= 0.5), fusion - mean-pool "
                 f"R@1 {q['R@1'] - mp['R@1']:+.3f} (bar >= +0.05)"
             )
-            loc = result.get("localisation", {})
+            loc = result.get("localisation", {}).get("sentences", {})
             loc_line = (
                 f"Localisation (held-out soundfont): the clip with the highest fusion weight lies "
                 f"within one clip of the time a caption sentence states for "
-                f"{loc.get('fusion', 0):.3f} of {loc.get('sentences', 0)} sentences (uniform "
+                f"{loc.get('fusion_weight', 0):.3f} of {loc.get('texts', 0)} sentences (uniform "
                 f"choice: {loc.get('uniform_chance', 0):.3f})."
             )
     folder = external()

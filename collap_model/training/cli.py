@@ -71,12 +71,20 @@ def _eval(args: argparse.Namespace) -> int:
                         f"{scorer:<10} {kind:<9} {direction:<14} {m['R@1']:.3f}  {m['R@5']:.3f}  "
                         f"{m['R@10']:.3f}  {m['MedR']:<6.1f} {m['mAP']:.3f}\n"
                     )
-    if "localisation" in result:
-        loc = result["localisation"]
+    located = result.get("localisation", {})
+    if located:
         sys.stdout.write(
-            f"localisation: {loc['fusion']:.3f} of {loc['sentences']} timed sentences "
-            f"(uniform chance {loc['uniform_chance']:.3f})\n"
+            "localisation: the chosen clip within one clip of the stated time\n"
+            f"{'texts':<16} {'n':>5}  locate  fusion weight  most similar clip  uniform\n"
         )
+        for kind, label in (("sentences", "timed sentences"), ("queries", "timed queries")):
+            if kind in located:
+                loc = located[kind]
+                sys.stdout.write(
+                    f"{label:<16} {loc['texts']:>5}  {loc['locate']:.3f}   "
+                    f"{loc['fusion_weight']:.3f}          {loc['most_similar_clip']:.3f}"
+                    f"              {loc['uniform_chance']:.3f}\n"
+                )
     return 0
 
 

@@ -4,13 +4,16 @@ mean-pooled-clips cosine baseline (no fusion) and random scores, plus localisati
 JSON layout (`collap eval --json`): {"fusion" | "mean_pool" | "random": {"text_to_audio": M,
 "audio_to_text": M, "captions": {"text_to_audio": M, "audio_to_text": M}, "queries": {...}}}
 where M = {"R@1", "R@5", "R@10", "MedR", "mAP"}; the top-level text_to_audio/audio_to_text
-are the short queries' (the harder, user-like case). "localisation" reports how often the clip
-with the highest fusion weight lies within one clip of a time that a caption sentence states.
+are the short queries' (the harder, user-like case). "localisation": {"sentences" | "queries":
+{"texts", "locate", "fusion_weight", "most_similar_clip", "uniform_chance"}}, for the caption
+sentences that state a time (without it) and the timed short queries: the fraction of texts
+whose chosen clip lies within one clip of the stated time, choosing by the model's `locate`
+evidence, by the highest fusion weight, or training-free by the clip most similar to the text;
+and the chance of a uniformly drawn clip.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +26,10 @@ import torch.nn.functional as F
 from collap_model.model import CoLLAP
 from collap_model.outputs import ClipBatch
 from collap_model.training.cache import AudioCache, TextCache, audio_cache, text_cache
+from collap_model.training.timing import caption_times, query_times, target_clip
 
 # texts scored against every song per fusion call
 _TEXT_CHUNK = 256
-_TIME = re.compile(r"\b(\d{1,2}):([0-5]\d)\b")
 
 
 def retrieval_metrics(scores: torch.Tensor, relevant: Sequence[set[int]]) -> dict[str, float]:
@@ -130,40 +133,53 @@ def collect_texts(entries: Sequence[Any]) -> EvalTexts:
 
 
 def timed_sentences(entries: Sequence[Any]) -> list[tuple[int, str, float]]:
-    """(song, sentence, seconds) for caption sentences that state a time (m:ss)."""
-    out = []
-    for s, e in enumerate(entries):
-        for sentence in re.split(r"(?<=[.;!?])\s+", e.caption):
-            found = _TIME.findall(sentence)
-            if len(found) == 1:
-                m, sec = found[0]
-                t = int(m) * 60 + int(sec)
-                if t > 0:
-                    out.append((s, sentence, float(t)))
-    return out
+    """(song, sentence without its time, seconds) for caption sentences that state one time
+    (m:ss; timing.strip_time), after the song's first second (a time of 0:00 is the opening,
+    which the first clip finds without listening)."""
+    return [
+        (s, text, t) for s, e in enumerate(entries) for text, t in caption_times(e.caption) if t > 0
+    ]
+
+
+def timed_queries(entries: Sequence[Any]) -> list[tuple[int, str, float]]:
+    """(song, query, seconds) for the entries' timed short queries (manifest `timed_queries`),
+    after the song's first second, as for sentences."""
+    return [(s, text, t) for s, e in enumerate(entries) for text, t in query_times(e) if t > 0]
 
 
 @torch.inference_mode()
 def localisation(
     model: CoLLAP, songs: ClipBatch, cache: TextCache, items: list[tuple[int, str, float]]
 ) -> dict[str, float]:
-    hits, chance = [], []
-    for k, (s, _, t) in enumerate(items):
+    """How often each way of choosing a clip lands within one clip of the stated time
+    (timing.target_clip): the model's `locate` evidence (the WhereHead, or without one the
+    fusion's clip match), the clip with the highest fusion weight, and training-free, the clip
+    whose embedding is most similar to the text's sentence embedding (cosine); beside the
+    chance that a uniformly drawn clip does. `cache` holds the items' texts in order."""
+    by_song: dict[int, list[int]] = {}
+    for k, (s, _, _) in enumerate(items):
+        by_song.setdefault(s, []).append(k)
+    found: dict[str, list[bool]] = {"locate": [], "fusion_weight": [], "most_similar_clip": []}
+    chance = []
+    for s, ks in by_song.items():
         n = int(songs.mask[s].sum())
         one = ClipBatch(
             songs.clips[s : s + 1, :n], songs.clip_times[s : s + 1, :n], songs.mask[s : s + 1, :n]
-        )
-        emb = model.text_encoder(cache.states([k]))
-        weights = model.fusion(emb, one.to(model.device)).clip_weights[0, 0].cpu()
-        starts = one.clip_times[0, :, 0]
-        target = int(torch.nonzero(starts <= t).max()) if bool((starts <= t).any()) else 0
-        hits.append(abs(int(weights.argmax()) - target) <= 1)
-        chance.append(min(n, 3 if 0 < target < n - 1 else 2) / n)
-    return {
-        "sentences": len(items),
-        "fusion": float(np.mean(hits)) if hits else 0.0,
-        "uniform_chance": float(np.mean(chance)) if chance else 0.0,
-    }
+        ).to(model.device)
+        emb = model.text_encoder(cache.states(ks))  # (len(ks), ...)
+        choices = {
+            "locate": model.fusion.locate(emb, one)[:, 0],  # (texts, n)
+            "fusion_weight": model.fusion(emb, one).clip_weights[:, 0],
+            "most_similar_clip": emb.sentence.float() @ one.clips[0].float().T,
+        }
+        best = {name: c.float().argmax(dim=1).cpu().tolist() for name, c in choices.items()}
+        for row, k in enumerate(ks):
+            target = target_clip(items[k][2], one.clip_times[0].cpu())
+            for name in found:
+                found[name].append(abs(best[name][row] - target) <= 1)
+            chance.append(min(n, 3 if 0 < target < n - 1 else 2) / n)
+    out = {name: float(np.mean(hits)) if hits else 0.0 for name, hits in found.items()}
+    return {"texts": len(items), **out, "uniform_chance": float(np.mean(chance)) if chance else 0.0}
 
 
 @torch.inference_mode()
@@ -247,11 +263,14 @@ def evaluate(model: CoLLAP, manifest: Path, cache_dir: Path, seed: int = 0) -> d
                 part[label] = both_ways(scores[rows], [texts.song[i] for i in rows])
         headline = part.get("queries") or part["captions"]
         result[name] = {**headline, **part}
-    items = timed_sentences(entries)
-    if items:
-        result["localisation"] = localisation(
-            model, songs, text_cache(model, [x[1] for x in items], cache_dir), items
-        )
+    located = {}
+    timed = {"sentences": timed_sentences(entries), "queries": timed_queries(entries)}
+    for kind, items in timed.items():
+        if items:
+            texts_of = text_cache(model, [x[1] for x in items], cache_dir)
+            located[kind] = localisation(model, songs, texts_of, items)
+    if located:
+        result["localisation"] = located
     result["songs"] = len(entries)
     result["texts"] = {
         "captions": texts.kind.count("caption"),

@@ -98,8 +98,14 @@ def test_eval_json_reports_fusion_and_baselines(dataset: Path, tmp_path: Path) -
             )
         assert set(result[scorer]) >= {"captions", "queries"}
     assert result["songs"] == 6 and result["texts"]["captions"] == 6
-    loc = result["localisation"]
-    assert loc["sentences"] > 0 and 0 <= loc["fusion"] <= 1 and 0 < loc["uniform_chance"] <= 1
+    located = result["localisation"]
+    assert set(located) == {"sentences", "queries"}
+    for loc in located.values():
+        assert set(loc) == {
+            "texts", "locate", "fusion_weight", "most_similar_clip", "uniform_chance"
+        }  # fmt: skip
+        assert loc["texts"] > 0 and 0 < loc["uniform_chance"] <= 1
+        assert all(0 <= loc[k] <= 1 for k in ("locate", "fusion_weight", "most_similar_clip"))
 
 
 def test_timed_sentences_parse_caption_times() -> None:
@@ -107,7 +113,7 @@ def test_timed_sentences_parse_caption_times() -> None:
         caption = "Piano. The verse arrives at 0:16, with bass. At 1:05 drums enter; an outro."
 
     items = timed_sentences([E()])  # type: ignore[list-item]
-    assert [(s, t) for s, _, t in items] == [(0, 16.0), (0, 65.0)]
+    assert items == [(0, "The verse arrives, with bass.", 16.0), (0, "Drums enter;", 65.0)]
 
 
 def test_the_text_cache_keeps_each_text_at_its_place_whatever_the_batching() -> None:
