@@ -512,7 +512,7 @@ class Searcher:
             query=text,
             path=str(p.get("path", "")),
             title=p.get("title"),
-            artist=p.get("artist"),
+            artist=shown_values(p.get("artist")),
             duration=p.get("duration"),
             segments=segments_from_evidence(times[0], evidence),
             clips=timeline(times[0], evidence),

@@ -130,6 +130,8 @@ def test_locate_gives_every_clip_and_the_best_segments(
     body = located.as_dict()
     assert set(body) == {"id", "query", "path", "title", "artist", "duration", "segments", "clips"}
     assert set(body["clips"][0]) == set(body["segments"][0]) == {"start", "end", "score"}
+    tagged = searcher.locate(search_catalog.ids["ann"], "jazz")  # its tags, as hits show them
+    assert (tagged.artist, tagged.title) == ("Ann", "Blue")
     # the text changes where: another text, other evidence
     other = searcher.locate(tid, "a quiet ending that fades out")
     assert [c.score for c in other.clips] != [c.score for c in located.clips]
