@@ -29,6 +29,7 @@ BENCHMARKS = {
     "page": "benchmarks.page",
     "tagger": "benchmarks.tagger",
     "recommend": "benchmarks.recommend",
+    "locate": "benchmarks.locate",
 }
 OUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = """# Benchmarks
