@@ -30,6 +30,7 @@ BENCHMARKS = {
     "tagger": "benchmarks.tagger",
     "recommend": "benchmarks.recommend",
     "locate": "benchmarks.locate",
+    "catalog": "benchmarks.catalog",
 }
 OUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = """# Benchmarks
