@@ -651,9 +651,10 @@ class Searcher:
         seeds = self._seeds(target, [*liked, *disliked])
         pos, neg = seeds[: len(liked)], seeds[len(liked) :]
         banned = tuple(dict.fromkeys([*liked, *disliked, *page.exclude]))
-        emb = None
+        emb, vector = None, None
         if text is not None:
             emb = self._encode(text)
+            vector = self.model.first_stage_query(emb)[0].cpu().tolist()
         need = page.fetch(self.candidates)
         # Qdrant's average-vector query: mean(liked) + (mean(liked) − mean(disliked))
         average = np.mean([s.song for s in pos], axis=0)
@@ -671,8 +672,7 @@ class Searcher:
                     target, [s.song.tolist() for s in pos], each, where, banned
                 )
             texts: list[Candidate] = []
-            if emb is not None:
-                vector = self.model.first_stage_query(emb)[0].cpu().tolist()
+            if vector is not None:
                 texts = self.store.search(
                     target, vector, need, where, FIRST_STAGE, self.candidates, banned
                 )
