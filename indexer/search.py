@@ -607,6 +607,7 @@ class Searcher:
         if not any(found) and all(seed.id is None for seed in seeds):
             _nothing_found(where)
         read = self._read(target, {i for hits in found for i, _ in hits})
+        decoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         out: list[list[Hit]] = []
         for seed, hits in zip(seeds, found, strict=True):
             cands = [
@@ -615,7 +616,7 @@ class Searcher:
             if not cands:
                 out.append([])
                 continue
-            cand_clips, cand_times = self._clips_of(target, cands)
+            cand_clips, cand_times = self._clips_of(target, cands, decoded)
             scores, best = chamfer([seed.clips], cand_clips)
             out.append(
                 self._ranked(cands, scores[0], best[0], cand_clips, cand_times, page, explain)
@@ -750,14 +751,21 @@ class Searcher:
 
     # ---- clips ----------------------------------------------------------------------------------
     def _clips_of(
-        self, target: str, found: Sequence[Candidate | StoredTrack]
+        self,
+        target: str,
+        found: Sequence[Candidate | StoredTrack],
+        decoded: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Each candidate's clips (N_i, D) and clip times (N_i, 2)."""
+        """Each candidate's clips (N_i, D) and clip times (N_i, 2); `decoded` keeps them across
+        calls (the seeds of a batch share many candidates)."""
         dim = self.model.config.embed_dim
+        done = {} if decoded is None else decoded
         clips: dict[str, np.ndarray] = {}
         missing = []
         for c in found:
             data = c.payload.get(CLIP_VECTORS)
+            if c.id in done:
+                continue
             if data is None:
                 missing.append(c.id)  # indexed before the payload copy existed
             else:
@@ -766,8 +774,10 @@ class Searcher:
             with self._lock:
                 for track in self.store.retrieve(target, missing, with_vectors=True):
                     clips[track.id] = np.asarray(track.clips, dtype=np.float32)
-        times = [np.asarray(c.payload["clip_times"], dtype=np.float32) for c in found]
-        return [clips[c.id] for c in found], times
+        for c in found:
+            if c.id not in done:
+                done[c.id] = clips[c.id], np.asarray(c.payload["clip_times"], dtype=np.float32)
+        return [done[c.id][0] for c in found], [done[c.id][1] for c in found]
 
     def _own_clips(self, track: StoredTrack) -> tuple[np.ndarray, np.ndarray]:
         assert track.clips is not None
