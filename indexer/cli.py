@@ -423,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="artist=, album=, genre= (exact tag), year=1999 or 1990..1999, "
-        "duration=MIN..MAX (seconds or m:ss), path=FOLDER; repeatable",
+        "duration=MIN..MAX (seconds or m:ss), path=FOLDER, tag=FACET (what a tagged model "
+        "hears, e.g. tag=piano; every tag given must match); repeatable",
     )
     p.add_argument("--json", action="store_true", help="print a JSON list of hits")
     p.set_defaults(func=_cmd_query)

@@ -246,7 +246,8 @@ class Client:
 
 def _filters(filters: Filters) -> dict[str, Any] | None:
     if isinstance(filters, TrackFilter):
-        return {k: v for k, v in asdict(filters).items() if v is not None} or None
+        # no tags is the empty tuple, not None
+        return {k: v for k, v in asdict(filters).items() if v is not None and v != ()} or None
     return filters or None
 
 

@@ -551,6 +551,7 @@ class _Track:
     starts: list[np.ndarray] = field(default_factory=list)
     ends: list[np.ndarray] = field(default_factory=list)
     embeddings: list[Any] = field(default_factory=list)  # torch (k, D) chunks
+    tags: list[Any] = field(default_factory=list)  # torch (k, K) chunks (a tagged model)
 
 
 def embed_jobs(
@@ -579,7 +580,9 @@ def embed_jobs(
         del queue[: settings.clip_batch]
         clips = torch.from_numpy(np.stack([c for _, _, _, c in take]))  # (k, clip)
         valid = torch.tensor([e - s for _, s, e, _ in take])  # (k,)
-        emb = model.embed_clips(clips, valid).cpu()  # (k, D)
+        encoded = model.encode_clips(clips, valid)
+        emb = encoded.embeddings.cpu()  # (k, D)
+        tags = None if encoded.tags is None else encoded.tags.cpu()  # (k, K)
         rows: dict[int, list[int]] = {}
         for i, (job, _, _, _) in enumerate(take):
             rows.setdefault(job, []).append(i)
@@ -588,6 +591,8 @@ def embed_jobs(
             t.starts.append(np.array([take[i][1] for i in idx]))
             t.ends.append(np.array([take[i][2] for i in idx]))
             t.embeddings.append(emb[idx])
+            if tags is not None:
+                t.tags.append(tags[idx])
 
     result = EmbedResult([], [])
     infos: dict[int, dict[str, Any]] = {}
@@ -626,6 +631,7 @@ def embed_jobs(
             np.concatenate(t.ends),
             torch.cat(t.embeddings),
             infos[i],
+            torch.cat(t.tags) if t.tags else None,
         )
         result.points.append(
             {"digest": job.digest, "point": point_msg(point), "replaces": job.replaces}

@@ -37,6 +37,7 @@ from indexer.store.base import (
     point_id,
     stored_path,
 )
+from indexer.tags import Facets
 
 if TYPE_CHECKING:
     from collap_model.config import ModelConfig
@@ -81,6 +82,7 @@ class _Job:
     starts: list[np.ndarray] = field(default_factory=list)
     ends: list[np.ndarray] = field(default_factory=list)
     embeddings: list[Any] = field(default_factory=list)  # torch (k, D) chunks
+    tags: list[Any] = field(default_factory=list)  # torch (k, K) chunks (a tagged model)
     queued: int = 0  # clips waiting for the model
     info: dict[str, Any] | None = None
     total_samples: int = 0
@@ -265,7 +267,9 @@ class IndexRun:
         del queue[:batch]
         clips = torch.from_numpy(np.stack([c for _, _, _, c in take]))
         valid = torch.tensor([e - s for _, s, e, _ in take])
-        emb = model.embed_clips(clips, valid).cpu()  # (k, D)
+        encoded = model.encode_clips(clips, valid)
+        emb = encoded.embeddings.cpu()  # (k, D)
+        tags = None if encoded.tags is None else encoded.tags.cpu()  # (k, K)
         rows: dict[int, list[int]] = {}
         for i, (job_id, _, _, _) in enumerate(take):
             rows.setdefault(job_id, []).append(i)
@@ -274,6 +278,8 @@ class IndexRun:
             job.starts.append(np.array([take[i][1] for i in idx]))
             job.ends.append(np.array([take[i][2] for i in idx]))
             job.embeddings.append(emb[idx])
+            if tags is not None:
+                job.tags.append(tags[idx])
             job.queued -= len(idx)
             if job.queued == 0 and job.info is not None:
                 self._finish(job_id, jobs, model, open_jobs)
@@ -294,11 +300,13 @@ class IndexRun:
             np.concatenate(job.ends),
             torch.cat(job.embeddings),
             job.info,
+            torch.cat(job.tags) if job.tags else None,
         )
         self._pending_points.append((point, job))
         self.summary.indexed += len(job.files)
         self.summary.audio_seconds += job.total_samples / model.sample_rate
         job.embeddings.clear()
+        job.tags.clear()
         open_jobs.discard(job_id)
         if len(self._pending_points) >= self.settings.upsert_batch:
             self._flush_points()
@@ -420,10 +428,12 @@ def assemble_point(
     ends: np.ndarray,
     embeddings: Any,
     info: dict[str, Any],
+    tags: Any = None,
 ) -> TrackPoint:
     """A whole point from one track's clip embeddings, in any order.
 
-    starts, ends: int (N,) clip bounds in samples at the model's rate; embeddings: (N, D).
+    starts, ends: int (N,) clip bounds in samples at the model's rate; embeddings: (N, D);
+    tags: the clips' tag probabilities (N, K) from a tagged model, in the same order, or None.
     """
     import torch
 
@@ -436,6 +446,8 @@ def assemble_point(
     first = model.first_stage_vectors(clips, times)  # (m·D,)
     payload = track_payload(files, digest, info, times.tolist(), fingerprint)
     payload[CLIP_VECTORS] = encode_clips(clips.cpu().numpy())
+    if tags is not None:
+        payload.update(Facets(model.tag_names).payload(tags[torch.from_numpy(order)].numpy()))
     return TrackPoint(
         point_id(digest), song.tolist(), clips.cpu().tolist(), first.tolist(), payload
     )

@@ -50,6 +50,7 @@ from indexer.store.base import (
     decode_clips,
     point_id,
 )
+from indexer.tags import shown_tags, shown_track, tag_value
 
 if TYPE_CHECKING:
     from collap_model.model import CoLLAP
@@ -84,7 +85,7 @@ PER_ARTIST_SLACK = 4
 CLIP_PAIRS_PER_BLOCK = 1 << 24
 # payload keys callers never see (internal copies and bookkeeping)
 HIDDEN_PAYLOAD = frozenset({CLIP_VECTORS, "dirs"})
-FILTER_KEYS = ("artist", "album", "genre", "year", "duration", "path")
+FILTER_KEYS = ("artist", "album", "genre", "year", "duration", "path", "tag")
 
 
 EMPTY = "the index is empty: run `indexer index PATH` first"
@@ -165,6 +166,8 @@ class Hit:
     # every clip's weight and similarity in time order; only when asked for (explain): a long
     # file has over a thousand clips, which most callers never read
     clips: list[ClipMatch] | None = None
+    # the track's facets and their scores, best first ({}: its model has no tagger)
+    tags: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -266,9 +269,11 @@ def parse_filters(items: Sequence[str]) -> TrackFilter:
     """CLI `key=value` filters -> TrackFilter.
 
     artist/album/genre: exact tag; year=1999 or 1990..1999; duration=SECONDS or MIN..MAX in
-    seconds or m:ss (either side of `..` may be empty); path=FOLDER (tracks under it).
+    seconds or m:ss (either side of `..` may be empty); path=FOLDER (tracks under it);
+    tag=FACET (repeatable: every one must match; indexer/tags.py).
     """
     values: dict[str, Any] = {}
+    tags: list[str] = []
     for item in items:
         key, sep, value = item.partition("=")
         key, value = key.strip().lower(), value.strip()
@@ -282,9 +287,14 @@ def parse_filters(items: Sequence[str]) -> TrackFilter:
             values["year_min"], values["year_max"] = _range(value, _year, item)
         elif key == "duration":
             values["duration_min"], values["duration_max"] = _range(value, _seconds, item)
+        elif key == "tag":
+            try:
+                tags.append(tag_value(value))
+            except ValueError as err:
+                raise QueryError(f"bad filter {item!r}: {err}") from None
         else:
             values["folder"] = normalise_folder(value)
-    return TrackFilter(**values)
+    return TrackFilter(**values, tags=tuple(tags))
 
 
 def normalise_folder(value: str) -> str:
@@ -435,7 +445,7 @@ class Searcher:
             found = self.store.retrieve(target, [_check_id(track_id)])
         if not found:
             raise TrackNotFound(f"no track with id {track_id}")
-        return {"id": found[0].id, **public_payload(found[0].payload)}
+        return {"id": found[0].id, **shown_track(public_payload(found[0].payload))}
 
     def _check_text(self, text: str) -> str:
         text = text.strip()
@@ -804,6 +814,7 @@ def _hit(
         segments=segments,
         files=[f["path"] for f in p.get("files", [])],
         clips=clips,
+        tags=shown_tags(p),
     )
 
 

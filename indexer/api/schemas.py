@@ -9,13 +9,17 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from indexer.search import MAX_SEEDS, Page
 from indexer.settings import Settings
 from indexer.store.base import DURATION_MAX, YEAR_MAX, TrackFilter
+from indexer.tags import MAX_TAG_CHARS, tag_value
 
 Tag = Annotated[str, Field(min_length=1, max_length=512)]
+# a facet (indexer/tags.py), normalised as stored; empty, long or control characters: a 422
+Facet = Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS), AfterValidator(tag_value)]
+MAX_FILTER_TAGS = 20
 EXPLAIN = (
     "each hit also lists every clip's evidence, weight and similarity (`clips`), in time order"
 )
@@ -43,6 +47,12 @@ class Filters(BaseModel):
         pattern=r"^/",
         description="absolute folder of the catalog: tracks with a file under it",
     )
+    tags: list[Facet] = Field(
+        default_factory=list,
+        max_length=MAX_FILTER_TAGS,
+        description="facets a tagged model heard (e.g. piano, jazz, female vocal): tracks with "
+        "every one of them; tracks of a model without a tagger have none",
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> Filters:
@@ -54,7 +64,10 @@ class Filters(BaseModel):
     def to_filter(self) -> TrackFilter:
         data = self.model_dump()
         folder = data.pop("folder")
-        return TrackFilter(**data, folder=(folder.rstrip("/") or "/") if folder else None)
+        tags = tuple(data.pop("tags"))
+        return TrackFilter(
+            **data, folder=(folder.rstrip("/") or "/") if folder else None, tags=tags
+        )
 
 
 @dataclass(frozen=True)
@@ -198,6 +211,11 @@ class HitOut(BaseModel):
     segments: list[SegmentOut]
     files: list[str]
     clips: list[ClipOut] | None = Field(None, description="with `explain` only")
+    tags: dict[str, float] = Field(
+        default_factory=dict,
+        description="facets a tagged model heard, best first, with their song-level scores "
+        "(0..1); {} when the index's model has no tagger",
+    )
 
 
 class Hits(BaseModel):
@@ -215,11 +233,23 @@ class BatchHits(BaseModel):
     took_ms: float
 
 
+class TagClipOut(BaseModel):
+    start: float = Field(description="seconds")
+    end: float = Field(description="seconds")
+    tags: dict[str, float] = Field(description="the clip's best facets (0..1), best first")
+
+
 class Track(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: str
     path: str | None = None
+    tags: dict[str, float] = Field(
+        default_factory=dict, description="as a hit's `tags`; {} when the model has no tagger"
+    )
+    tag_timeline: list[TagClipOut] = Field(
+        default_factory=list, description="per clip, in time order, its best facets"
+    )
 
 
 class Problem(BaseModel):

@@ -29,6 +29,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from indexer.tags import tag_value
+
 # a fixed namespace so that ids are deterministic across machines
 ID_NAMESPACE = uuid.UUID("6f0c1d1e-4c3b-5a8e-9d52-8a3f0e6c2b71")
 SONG = "song"
@@ -68,6 +70,7 @@ PAYLOAD_INDEXES: dict[str, FieldType] = {
     "genre": FieldType.KEYWORD,
     "content_hash": FieldType.KEYWORD,
     "fingerprint": FieldType.KEYWORD,
+    "tags": FieldType.KEYWORD,  # a tagged model's facets (indexer/tags.py)
     "year": FieldType.INTEGER,
     "duration": FieldType.FLOAT,
 }
@@ -189,20 +192,27 @@ class TrackFilter:
     duration_min: float | None = None  # seconds, inclusive
     duration_max: float | None = None
     folder: str | None = None  # absolute folder: tracks with a file under it
+    # facets (indexer/tags.py) a track must have, every one; tracks of a model without a
+    # tagger have none, so any tag excludes them
+    tags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        # normalised as facets are stored (lower case, single blanks); a bad one is refused
+        object.__setattr__(self, "tags", tuple(dict.fromkeys(map(tag_value, self.tags))))
         for name in ("year_min", "year_max", "duration_min", "duration_max"):
             value = getattr(self, name)
             if value is not None and not _finite(value):
                 raise ValueError(f"filter {name} must be a finite number, not {value}")
 
     def is_empty(self) -> bool:
-        return all(v is None for v in vars(self).values())
+        return all(v is None or v == () for v in vars(self).values())
 
     def matches(self) -> list[tuple[str, str]]:
-        """Exact keyword conditions as (payload key, value); a folder matches `dirs`."""
+        """Exact keyword conditions as (payload key, value), all to hold; a folder matches
+        `dirs`, each tag one of the `tags` list."""
         pairs = [(k, getattr(self, k)) for k in ("artist", "album", "genre")]
         pairs.append(("dirs", None if self.folder is None else stored_path(self.folder)))
+        pairs.extend(("tags", t) for t in self.tags)
         return [(k, v) for k, v in pairs if v is not None]
 
     def ranges(self) -> list[tuple[str, float | None, float | None]]:

@@ -121,3 +121,48 @@ def style_catalog(tmp_path_factory: pytest.TempPathFactory, model) -> StyleCatal
     settings = Settings(data_dir=base / "data", decode_workers=1, _env_file=None)  # type: ignore[call-arg]
     service.index(settings, [base / "catalog"], model=ModelHandle(settings, model=model))
     return StyleCatalog(settings, ids, style)
+
+
+@pytest.fixture(scope="session")
+def tagged_model():  # type: ignore[no-untyped-def]
+    """collap-tagger (musicnn inside the clip encoder), on the CPU: a model whose tracks get
+    tags, whatever the default model is."""
+    from collap_model import load_model
+
+    return load_model("collap-tagger", device="cpu")
+
+
+@dataclass(frozen=True)
+class TaggedCatalog:
+    """A catalog indexed with collap-tagger: an ambient song (strings, celesta, cello), an
+    electronic one (synths) and a plain chord file."""
+
+    settings: Settings
+    root: Path
+    ids: dict[str, str]  # "ambient", "electronic", "chords" -> track id
+
+
+@pytest.fixture(scope="session")
+def tagged_catalog(tmp_path_factory: pytest.TempPathFactory, tagged_model) -> TaggedCatalog:  # type: ignore[no-untyped-def]
+    from collap_model.synth.dataset import generate_dataset, read_manifest
+
+    if shutil.which("fluidsynth") is None or not TIMGM.exists():
+        pytest.skip("needs fluidsynth and the TimGM6mb soundfont (apt-get install both)")
+    base = tmp_path_factory.mktemp("tagged")
+    root = base / "catalog"
+    ids: dict[str, str] = {}
+    for name, seed in (("ambient", STYLE_SEEDS["ambient"][0]),
+                       ("electronic", STYLE_SEEDS["electronic"][0])):  # fmt: skip
+        generate_dataset(base / "synth" / name, 1, seed=seed, soundfont=TIMGM,
+                         min_seconds=30, max_seconds=40)  # fmt: skip
+        (row,) = read_manifest(base / "synth" / name / "manifest.jsonl")
+        assert row.model_extra and row.model_extra["style"] == name, (seed, row.model_extra)
+        path = write_audio(root / f"{name}.flac", 0, rate=44_100,
+                           samples=_samples(row.audio_path, 44_100))  # fmt: skip
+        ids[name] = point_id(content_hash(str(path)))
+    chords = write_audio(root / "chords.flac", 12.0, seed=3)
+    ids["chords"] = point_id(content_hash(str(chords)))
+    settings = Settings(data_dir=base / "data", decode_workers=1, model="collap-tagger",  # type: ignore[call-arg]
+                        _env_file=None)  # fmt: skip
+    service.index(settings, [root], model=ModelHandle(settings, model=tagged_model))
+    return TaggedCatalog(settings, root, ids)
