@@ -10,8 +10,7 @@ const LIMIT = 20;
 const KEY = "indexer-api-key";
 
 // The filters: each is a form field and a URL parameter of the same name, and `value` turns
-// its text into the API filter's value (or throws a message for the user). A tags filter
-// joins this list once the index has tags.
+// its text into the API filter's value (or throws a message for the user).
 const FILTERS = [
   { name: "artist", value: text },
   { name: "album", value: text },
@@ -21,6 +20,7 @@ const FILTERS = [
   { name: "duration_min", value: seconds },
   { name: "duration_max", value: seconds },
   { name: "folder", value: folder },
+  { name: "tags", value: tags },
 ];
 
 const $ = (id) => document.getElementById(id);
@@ -59,6 +59,14 @@ function seconds(s) {
 function folder(s) {
   if (!s.startsWith("/")) throw new Error("a folder is an absolute path, such as /music/jazz");
   return s;
+}
+
+// "piano, jazz" -> ["piano", "jazz"]: facets a tagged model heard, every one to match
+function tags(s) {
+  const list = s.split(",").map((t) => t.trim()).filter(Boolean);
+  if (!list.length) throw new Error("tags are words such as piano, jazz (comma-separated)");
+  if (list.some((t) => t.length > 64)) throw new Error("a tag is at most 64 characters");
+  return list;
 }
 
 export function clock(s) {
