@@ -20,7 +20,7 @@ def tagged_server(tagged_catalog: TaggedCatalog) -> Iterator[Server]:
     )
     proc = start(env, "--port", str(port))
     srv = Server(f"http://127.0.0.1:{port}", proc, env)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # collap-tagger loads musicnn too
     while True:
         if proc.poll() is not None:
             raise AssertionError(f"serve exited: {proc.stdout.read() if proc.stdout else ''}")
