@@ -25,6 +25,7 @@ from collap_model.registry import (
     CheckpointError,
     locate_model,
 )
+from collap_model.text_encoder import TextBackend
 
 __all__ = ["CheckpointError", "load_model", "resolve_device", "save_checkpoint"]
 
@@ -94,6 +95,7 @@ def load_model(
     name_or_path: str | Path | None = None,
     device: str | torch.device = "auto",
     config: ModelConfig | None = None,
+    text_backend: TextBackend = TextBackend.TRANSFORMERS,
 ) -> CoLLAP:
     """Load a CoLLAP model in eval mode.
 
@@ -101,6 +103,9 @@ def load_model(
     or a seeded random initialisation when none ship), or a checkpoint directory.
     config: optionally the config the caller expects; a checkpoint whose architecture differs
     is refused with a message naming the differing fields.
+    text_backend: what runs the pretrained text backbone (text_encoder.TextBackend); a model
+    without weights whose tag prompts must be computed keeps transformers, because those
+    prompts go into its fingerprint and every process must compute the same bytes.
     """
     target = resolve_device(device)
     source = locate_model(name_or_path)
@@ -111,9 +116,11 @@ def load_model(
             f"checkpoint {name!r} was saved with another architecture than the given config: {diff}"
         )
     use = config or stored
+    if directory is None and use.audio.tagger is not None:
+        text_backend = TextBackend.TRANSFORMERS
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(INIT_SEED)
-        model = CoLLAP(use, trained=trained)
+        model = CoLLAP(use, trained=trained, text_backend=text_backend)
     if directory is not None:
         load_weights(model, directory / WEIGHTS_FILE)
     else:

@@ -26,7 +26,7 @@ from collap_model.outputs import (
     ModelOutput,
     TextEmbedding,
 )
-from collap_model.text_encoder import TextEncoder, TextStates
+from collap_model.text_encoder import TextBackend, TextEncoder, TextStates
 
 
 class AudioInputError(ValueError):
@@ -46,12 +46,17 @@ class TrainingBatch:
 
 
 class CoLLAP(nn.Module):
-    def __init__(self, config: ModelConfig, trained: bool = False) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        trained: bool = False,
+        text_backend: TextBackend = TextBackend.TRANSFORMERS,
+    ) -> None:
         super().__init__()
         self.config = config
         self.trained = trained  # whether the weights came from training (shown by `collap info`)
         self.audio_encoder = build_audio_encoder(config)
-        self.text_encoder = TextEncoder(config)
+        self.text_encoder = TextEncoder(config, text_backend)
         self.song_pool = SongPooling(config)
         self.fusion = TemporalFusion(config)
         self.fusion_scale = LogitScale(config.fusion.init_temperature)

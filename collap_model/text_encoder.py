@@ -22,7 +22,9 @@ import contextlib
 import functools
 import hashlib
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,16 @@ from collap_model.paths import quiet_transformers, resolve_local_dir
 
 # windows per backbone call: bounds activation memory for very long texts
 _WINDOW_BATCH = 32
+
+
+class TextBackend(StrEnum):
+    """Which implementation runs the pretrained backbone (the weights are the same)."""
+
+    TRANSFORMERS = "transformers"  # transformers' AutoModel and AutoTokenizer: any backbone
+    # collap_model/bert.py: plain torch and `tokenizers`, a frozen BERT only; a search's cold
+    # start without transformers' import (seconds)
+    NATIVE = "native"
+    AUTO = "auto"  # native where it can run the backbone, else transformers
 
 
 class TextInputError(ValueError):
@@ -60,19 +72,32 @@ def window_owners(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 class TextEncoder(nn.Module):
     """texts -> TextEmbedding: tokens (B, L, D), mask (B, L), sentence (B, D) normalised."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(
+        self, config: ModelConfig, backend: TextBackend = TextBackend.TRANSFORMERS
+    ) -> None:
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-
-        quiet_transformers()
-
         t = config.text
         self.config = t
         self.directory: Path = resolve_local_dir(t.backbone, "text backbone")
-        self.tokenizer = AutoTokenizer.from_pretrained(self.directory, local_files_only=True)
-        # windows keep every backbone call within its positions; the tokenizer need not warn
-        self.tokenizer.model_max_length = 1 << 30
-        self.backbone = AutoModel.from_pretrained(self.directory, local_files_only=True)
+        self.backend = resolve_backend(backend, self.directory, t.freeze_backbone)
+        self.tokenizer: Any
+        self.backbone: Any
+        match self.backend:
+            case TextBackend.NATIVE:
+                from collap_model import bert
+
+                self.backbone = bert.BertModel.load(self.directory)
+                self.tokenizer = bert.Tokenizer(self.directory, self.backbone.config.pad_token_id)
+            case _:
+                from transformers import AutoModel, AutoTokenizer
+
+                quiet_transformers()
+                self.tokenizer = AutoTokenizer.from_pretrained(
+                    self.directory, local_files_only=True
+                )
+                # windows keep every backbone call within its positions; no need to warn
+                self.tokenizer.model_max_length = 1 << 30
+                self.backbone = AutoModel.from_pretrained(self.directory, local_files_only=True)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         max_positions = _max_positions(self.backbone.config)
@@ -252,6 +277,24 @@ class TextStates:
 
     tokens: list[Tensor]
     pooled: list[Tensor]
+
+
+def resolve_backend(backend: TextBackend, directory: Path, frozen: bool) -> TextBackend:
+    """AUTO -> NATIVE where collap_model/bert.py runs the backbone (a frozen BERT: it has no
+    dropout for training), else TRANSFORMERS; NATIVE where it cannot is a ConfigError."""
+    from collap_model import bert
+
+    runs = frozen and bert.supported(directory)
+    match backend:
+        case TextBackend.AUTO:
+            return TextBackend.NATIVE if runs else TextBackend.TRANSFORMERS
+        case TextBackend.NATIVE if not runs:
+            raise ConfigError(
+                f"the native text backend runs a frozen BERT with a tokenizer.json; {directory} "
+                "is not one (use the transformers backend)"
+            )
+        case _:
+            return backend
 
 
 @functools.cache

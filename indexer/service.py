@@ -148,13 +148,16 @@ def searcher(
     import torch
 
     from collap_model.checkpoint import load_model
+    from collap_model.text_encoder import TextBackend
     from indexer.search import Searcher
 
     with session(settings, wait=wait, on_wait=on_wait) as s:
         if announce:
             s.announce(**announce)
         torch.set_num_threads(settings.search_threads)
-        model = load_model(settings.model, device=settings.device)
+        # searching only encodes text: no transformers import where plain torch runs the
+        # backbone (a cold `indexer query` in about half the time, benchmarks/coldquery.py)
+        model = load_model(settings.model, device=settings.device, text_backend=TextBackend.AUTO)
         yield Searcher(s.store, model, settings.candidates, settings.max_query_chars)
 
 
