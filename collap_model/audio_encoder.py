@@ -204,10 +204,15 @@ class TaggedAudioEncoder(CompactAudioEncoder):
     def embed(self, features: Tensor, mask: Tensor, tagger: Tensor | None = None) -> Tensor:
         if tagger is None:
             raise ValueError("a tagged audio encoder needs the tagger's features of each clip")
-        tagger = tagger.to(features.device, torch.float32)
+        return self.embed_pooled(self.pooled(features, mask), tagger)
+
+    def embed_pooled(self, pooled: Tensor, tagger: Tensor) -> Tensor:
+        """`embed` from the compact stages' pools (B, 2 C) (`pooled`), computed once when
+        training keeps those stages fixed."""
+        tagger = tagger.to(pooled.device, torch.float32)
         z = (tagger[:, : self.k] - self.tag_mean) / self.tag_std  # (B, K)
         e = (tagger[:, self.k :] - self.feature_mean) / self.feature_std  # (B, P)
-        learned = self.head(torch.cat([self.pooled(features, mask), e, z], dim=-1))  # (B, D-K)
+        learned = self.head(torch.cat([pooled.float(), e, z], dim=-1))  # (B, D-K)
         parts = [torch.cos(self.theta) * F.normalize(learned.float(), dim=-1),
                  torch.sin(self.theta) * F.normalize(z, dim=-1)]  # fmt: skip
         return torch.cat(parts, dim=-1)  # (B, D), unit norm

@@ -23,8 +23,9 @@ time, and on which kind of clip, to look), and each token of the text chooses am
              = Σ_h v_h · p_h,   v_h = Σ_l β_l π_{l,h} u_l
 With a tagger (config.tag_dims = K > 0), the clips' last K coordinates are z-scored tags and the
 text carries its tag-bridge vector b (text_encoder.py); the bridge joins v through the same
-pattern choice, with a learned gain γ:
-    v_h = Σ_l β_l π_{l,h} u_l + γ π̄_h [0 ; b],   π̄_h = Σ_l β_l π_{l,h}
+pattern choice, with a learned gain γ, and the learned path weighted by α (1 in training,
+chosen on held-out data afterwards, training/calibrate.py):
+    v_h = α Σ_l β_l π_{l,h} u_l + γ π̄_h [0 ; b],   π̄_h = Σ_l β_l π_{l,h}
 so a text's words reach the clips' tags before any training, and f keeps its form.
 So f is exactly one dot product between a text vector v = [v_1 .. v_m] and a song vector
 p = [p_1 .. p_m] (m·D each): the index stores p (`first_stage_vectors`), the text search's
@@ -105,6 +106,8 @@ class SongPooling(nn.Module):
 class TemporalFusion(nn.Module):
     """f(text, song) for every (text, song) pair, with per-clip weights and scores."""
 
+    learned_gain: Tensor  # α, a buffer of presets with a tagger
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         d, f = config.embed_dim, config.fusion
@@ -119,6 +122,10 @@ class TemporalFusion(nn.Module):
         self.tag_dims = config.tag_dims
         if self.tag_dims:
             self.bridge_gain = nn.Parameter(torch.tensor(1.0))  # γ
+            # α: the weight of the learned token path beside the bridge, 1 while training;
+            # chosen after training on held-out data (training/calibrate.py), since the
+            # learned path fits the training music more than music the model never heard
+            self.register_buffer("learned_gain", torch.tensor(1.0))
         self.where = WhereHead(config) if f.locator else None
 
     def token_weights(self, text: TextEmbedding) -> Tensor:
@@ -134,6 +141,7 @@ class TemporalFusion(nn.Module):
         pi_bar = pi.sum(dim=1)  # (B, m)
         if self.tag_dims and text.tags is not None:
             k = self.tag_dims
+            v = self.learned_gain.to(v.dtype) * v
             bridge = self.bridge_gain * pi_bar[..., None] * text.tags[:, None, :]  # (B, m, K)
             v = torch.cat([v[..., :-k], v[..., -k:] + bridge.to(v.dtype)], dim=-1)
         return v, pi_bar

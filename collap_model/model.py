@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
-from collap_model.audio_encoder import build_audio_encoder
+from collap_model.audio_encoder import TaggedAudioEncoder, build_audio_encoder
 from collap_model.config import ModelConfig
 from collap_model.frontend import clip_spans, clip_times, cut_clips, prepare_waveform
 from collap_model.fusion import SongPooling, TemporalFusion
@@ -43,6 +43,9 @@ class TrainingBatch:
     clip_times: Tensor  # (M, 2) seconds, within each song
     clip_counts: list[int]  # (B,) clips per song, summing to M, songs in text order
     tagger: Tensor | None = None  # (M, W) a frozen tagger's features of every clip, if any
+    # (M, 2 C) the compact stages' pools of every clip, when training keeps those stages fixed
+    # (a tagged encoder's `embed_pooled`); `features` are then not read
+    pooled: Tensor | None = None
 
 
 class CoLLAP(nn.Module):
@@ -263,9 +266,14 @@ class CoLLAP(nn.Module):
         dev = self.device
         with self._autocast():
             tagger = None if batch.tagger is None else batch.tagger.to(dev)
-            flat = self.audio_encoder.embed(
-                batch.features.to(dev), batch.feature_mask.to(dev), tagger
-            ).float()  # (M, D)
+            if batch.pooled is not None:
+                if tagger is None or not isinstance(self.audio_encoder, TaggedAudioEncoder):
+                    raise ValueError("cached pools need a tagged audio encoder and its features")
+                flat = self.audio_encoder.embed_pooled(batch.pooled.to(dev), tagger).float()
+            else:
+                flat = self.audio_encoder.embed(
+                    batch.features.to(dev), batch.feature_mask.to(dev), tagger
+                ).float()  # (M, D)
             per_song = list(flat.split(batch.clip_counts))
             clips = pad_sequence(per_song, batch_first=True)  # (B, N, D)
             times = pad_sequence(

@@ -18,6 +18,7 @@ def recipe_of(args: argparse.Namespace) -> Any:
         device=args.device, eval_every=args.eval_every, val_songs=args.val_songs,
         clip_stride=args.clip_stride, warmup=args.warmup,
         attribute_weight=args.attribute_weight, augment=not args.no_augment,
+        compact_from=args.compact_from,
     )  # fmt: skip
 
 
@@ -118,6 +119,12 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument(
         "--no-augment", action="store_true", help="no noise floor or gain on the clip features"
+    )
+    p.add_argument(
+        "--compact-from",
+        default=None,
+        help="a tagged preset keeps this compact model's convolution stages fixed (a preset "
+        "name or checkpoint folder, e.g. collap-mini): only the heads train, ~100x faster",
     )
     p.add_argument("--device", default="auto")
     p.add_argument(

@@ -42,6 +42,7 @@ from collap_model.training.cache import (
     concat_caches,
     text_cache,
 )
+from collap_model.training.calibrate import calibrate
 from collap_model.training.evaluate import both_ways, embed_songs, fusion_scores
 
 log = logging.getLogger("collap.train")
@@ -66,6 +67,13 @@ class Recipe:
     eval_every: int = 250  # steps between validation, logging of recall, and state saves
     seed: int = 0
     device: str = "auto"
+    # a trained compact model (name or folder) whose convolution stages a tagged model takes
+    # and keeps fixed: their pools are computed once, so a step trains only the heads (~100x
+    # cheaper on a CPU), and the dynamics the compact model learned come along
+    compact_from: str | None = None
+    # the tagger's z-score statistics come from the recorded songs' training clips when the
+    # data has any ("recordings": real music, the kind a catalog holds), else from all ("all")
+    tag_statistics: str = "recordings"
 
 
 @dataclass
@@ -76,6 +84,8 @@ class Data:
     queries: list[list[int]]  # text indices of each song's queries
     attributes: Attributes  # per-clip targets from the manifest's sections (may have no labels)
     first_songs: int  # songs of the first manifest (validation comes from its end)
+    recorded: np.ndarray  # (S,) bool: the song is a recording (its entry names a `source`)
+    pools: np.ndarray | None = None  # (M, 2 C) fixed compact pools (Recipe.compact_from)
 
 
 def prepare(
@@ -114,7 +124,8 @@ def prepare(
     text_folder = text_dir or cache_dir or manifests[0].parent / DATA_CACHE
     tcache = text_cache(model, texts, text_folder)
     first = len(audio) if len(manifests) == 1 else int(caches[0].offsets.shape[0] - 1)
-    return Data(audio, tcache, captions, queries, attributes, first)
+    recorded = np.array([getattr(e, "source", None) is not None for e in entries])
+    return Data(audio, tcache, captions, queries, attributes, first, recorded)
 
 
 def make_batch(
@@ -128,6 +139,7 @@ def make_batch(
     `clip_stride`-th from a random first one, and the last)."""
     feats, masks, times, counts, text_idx, rows = [], [], [], [], [], []
     tagger: list[np.ndarray] = []
+    pools: list[np.ndarray] = []
     for s in songs:
         f, m, t = data.audio.song(s)
         first = int(rng.integers(clip_stride)) if len(t) > clip_stride else 0
@@ -135,6 +147,8 @@ def make_batch(
         rows.append(int(data.audio.offsets[s]) + np.asarray(keep, dtype=np.int64))
         f, m, t = f[keep], m[keep], t[keep]
         song_tagger = data.audio.song_tagger(s)
+        if data.pools is not None:
+            pools.append(data.pools[rows[-1]])
         if song_tagger is not None:
             tagger.append(np.asarray(song_tagger[keep], dtype=np.float32))
         feats.append(np.asarray(f, dtype=np.float32))
@@ -152,8 +166,44 @@ def make_batch(
         clip_times=torch.from_numpy(np.concatenate(times)),
         clip_counts=counts,
         tagger=torch.from_numpy(np.concatenate(tagger)) if tagger else None,
+        pooled=torch.from_numpy(np.concatenate(pools)) if pools else None,
     )
     return batch, np.concatenate(rows)
+
+
+def keep_compact(model: CoLLAP, source: str) -> None:
+    """Copy the convolution stages and attention pool of the compact model `source` into the
+    tagged `model` and freeze them (Recipe.compact_from)."""
+    from collap_model.checkpoint import load_model
+
+    encoder = model.audio_encoder
+    if not isinstance(encoder, TaggedAudioEncoder):
+        raise ValueError("--compact-from needs a tagged preset (its compact stages are kept)")
+    donor_model = load_model(source, device="cpu")
+    donor = donor_model.audio_encoder
+    if not isinstance(donor, CompactAudioEncoder) or isinstance(donor, TaggedAudioEncoder):
+        raise ValueError(f"{source}: not a compact model")
+    if donor_model.config.frontend != model.config.frontend:
+        raise ValueError(f"{source}: its front-end differs from {model.config.name}'s")
+    for part in ("stages", "pool_logit"):
+        getattr(encoder, part).load_state_dict(getattr(donor, part).state_dict())
+        getattr(encoder, part).requires_grad_(False)
+
+
+@torch.inference_mode()
+def compact_pools(model: CoLLAP, audio: AudioCache, chunk: int = 256) -> np.ndarray:
+    """The fixed compact stages' pools of every cached clip, (M, 2 C) float32."""
+    encoder = model.audio_encoder
+    assert isinstance(encoder, CompactAudioEncoder)
+    was = encoder.training
+    encoder.eval()
+    out = []
+    for i in range(0, len(audio.times), chunk):
+        f = torch.from_numpy(np.asarray(audio.features[i : i + chunk], dtype=np.float32))
+        m = torch.from_numpy(np.asarray(audio.masks[i : i + chunk]))
+        out.append(encoder.pooled(f.to(model.device), m.to(model.device)).float().cpu().numpy())
+    encoder.train(was)
+    return np.concatenate(out)
 
 
 def lr_at(step: int, recipe: Recipe) -> float:
@@ -163,7 +213,7 @@ def lr_at(step: int, recipe: Recipe) -> float:
     return recipe.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def validate(model: CoLLAP, data: Data, songs: list[int]) -> dict[str, float]:
+def validate(model: CoLLAP, data: Data, songs: Sequence[int]) -> dict[str, float]:
     model.eval()
     batch = embed_songs(model, data.audio.subset(songs))
     idx = [q for s in songs for q in data.queries[s]] or [data.captions[s] for s in songs]
@@ -188,24 +238,34 @@ def train(
     # the recipe reproduces them from nothing
     model = CoLLAP(load_preset(recipe.preset)).to(resolve_device(recipe.device))
     model.prepare_new()
+    if recipe.compact_from is not None:
+        keep_compact(model, recipe.compact_from)
     # audio features beside each data set (shared with `collap recordings` and `collap eval`),
     # the texts of this run in its own folder
     data = prepare(model, manifest, None, out / "cache")
     n = len(data.audio)
     first = data.first_songs
     val = list(range(first - min(recipe.val_songs, first // 5), first))
-    train_songs = [s for s in range(n) if s not in set(val)]
+    # every 10th recording after the first data set is held out too: the gain α beside the
+    # tag bridge is chosen on real music as well (calibrate.py)
+    real_val = [s for s in range(first, n) if data.recorded[s]][::10]
+    held = set(val) | set(real_val)
+    train_songs = [s for s in range(n) if s not in held]
     encoder = model.audio_encoder
     if isinstance(encoder, TaggedAudioEncoder) and data.audio.tagger is not None:
         # z-scores of the tagger's outputs, from the training clips (stored with the weights)
-        rows = data.audio.subset(train_songs).tagger
+        real = [s for s in train_songs if data.recorded[s]]
+        source = real if recipe.tag_statistics == "recordings" and real else train_songs
+        rows = data.audio.subset(source).tagger
         assert rows is not None
         encoder.set_statistics(torch.from_numpy(np.asarray(rows, dtype=np.float32)))
+    if recipe.compact_from is not None:
+        data.pools = compact_pools(model, data.audio)
     head = AttributeHead(model.config.embed_dim, len(data.attributes.labels)).to(model.device)
     use_attributes = recipe.attribute_weight > 0 and bool(data.attributes.known.any())
     augment = (
         LogMelAugment(encoder.logmel, model.sample_rate)
-        if recipe.augment and isinstance(encoder, CompactAudioEncoder)
+        if recipe.augment and isinstance(encoder, CompactAudioEncoder) and data.pools is None
         else None
     )
     params = [p for p in model.parameters() if p.requires_grad]
@@ -264,6 +324,9 @@ def train(
             tick = time.monotonic()
         if (step + 1) % recipe.eval_every == 0 or step + 1 in (recipe.steps, end):
             metrics = validate(model, data, val) if val else {}
+            if len(real_val) >= 2:
+                on_real = validate(model, data, real_val)
+                metrics.update({f"recordings {k}": v for k, v in on_real.items()})
             history.append({"step": step + 1, "loss": loss.item(), **metrics})
             log.info("step %d validation %s", step + 1, json.dumps(metrics))
             state = {
@@ -278,6 +341,12 @@ def train(
         log.info("stopped at step %d of %d; run again to continue", end, recipe.steps)
         return {"stopped_at": end, "steps": recipe.steps, "history": history}
     model.eval()
+    calibration = calibrate(
+        model, {"synthetic": val, "recordings": real_val}, lambda m, songs: validate(m, data, songs)
+    )
+    if calibration:
+        log.info("learned path weight %g", calibration["learned_gain"])
+    model.eval()
     model.trained = True
     save_checkpoint(model, out)
     report = {
@@ -285,6 +354,8 @@ def train(
         "steps": recipe.steps,
         "train_songs": len(train_songs),
         "val_songs": len(val),
+        "val_recordings": len(real_val),
+        "calibration": calibration,
         "history": history,
         "prepare_seconds": prepared - began,
         "train_seconds": time.monotonic() - prepared,

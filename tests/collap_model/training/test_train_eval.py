@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,57 @@ def test_train_without_options_runs_the_default_recipe() -> None:
     args = build_parser().parse_args(["train", "DATA", "--out", "RUN"])
     assert recipe_of(args) == Recipe()
     assert Recipe().steps == 2400
+
+
+@needs_fluidsynth
+def test_a_tagged_model_can_keep_the_compact_stages_of_another(
+    dataset: Path, tmp_path: Path
+) -> None:
+    recipe = Recipe(
+        preset="collap-tagger", steps=3, batch=4, eval_every=3, val_songs=1, device="cpu",
+        compact_from="collap-mini",
+    )  # fmt: skip
+    report = train(dataset / "manifest.jsonl", tmp_path / "run", recipe)
+    trained = load_model(tmp_path / "run", device="cpu")
+    donor = load_model("collap-mini", device="cpu")
+    for part in ("stages", "pool_logit"):
+        mine = getattr(trained.audio_encoder, part).state_dict()
+        theirs = getattr(donor.audio_encoder, part).state_dict()
+        assert mine.keys() == theirs.keys()
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine)  # copied, never trained
+    # the heads did train: they differ from the seeded initialisation
+    torch.manual_seed(0)
+    fresh = CoLLAP(load_preset("collap-tagger"))
+    head = trained.audio_encoder.head.state_dict()
+    assert any(
+        not torch.equal(head[k], v) for k, v in fresh.audio_encoder.head.state_dict().items()
+    )
+    assert report["steps"] == 3
+    with pytest.raises(ValueError, match="tagged preset"):
+        train(dataset / "manifest.jsonl", tmp_path / "bad", replace(recipe, preset="collap-mini"))
+
+
+def test_calibration_sets_the_learned_gain_its_measure_prefers() -> None:
+    from collap_model.training.calibrate import GAINS, calibrate
+
+    model = CoLLAP(load_preset("collap-tagger"))
+
+    def measure(m: CoLLAP, songs: object) -> dict[str, float]:
+        g = float(m.fusion.learned_gain)
+        return {"mAP": 1.0 - abs(g - 0.2)}  # best at 0.2, whatever the set
+
+    result = calibrate(model, {"a": [0, 1], "b": [2, 3, 4], "tiny": [5]}, measure)
+    assert result["learned_gain"] == 0.2
+    assert float(model.fusion.learned_gain) == pytest.approx(0.2)
+    assert set(result["gains"]) == {f"{g:g}" for g in GAINS}
+    assert result["sets"] == {"a": 2, "b": 3}  # a one-song set cannot rank anything
+    # α scales the learned token path only: at 0 a text vector is its bridge alone
+    text = model.encode_text(["soft piano"])
+    model.fusion.learned_gain.fill_(0.0)
+    with torch.inference_mode():
+        v, pi_bar = model.fusion.text_vectors(text)
+        expected = model.fusion.bridge_gain * pi_bar[..., None] * text.tags[:, None, :]
+    k = model.config.tag_dims
+    assert torch.count_nonzero(v[..., :-k]) == 0
+    assert torch.allclose(v[..., -k:], expected, atol=1e-6)
+    assert calibrate(CoLLAP(load_preset("collap-mini")), {"a": [0, 1]}, measure) == {}
