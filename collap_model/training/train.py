@@ -22,11 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from collap_model.audio_encoder import CompactAudioEncoder, TaggedAudioEncoder
 from collap_model.checkpoint import resolve_device, save_checkpoint
 from collap_model.config import load_preset
 from collap_model.model import CoLLAP, TrainingBatch
+from collap_model.outputs import ClipBatch
 from collap_model.training.attributes import (
     AttributeHead,
     Attributes,
@@ -44,6 +46,7 @@ from collap_model.training.cache import (
 )
 from collap_model.training.calibrate import calibrate
 from collap_model.training.evaluate import both_ways, embed_songs, fusion_scores
+from collap_model.training.timing import target_clip, timed_texts
 
 log = logging.getLogger("collap.train")
 STATE_FILE = "train_state.pt"
@@ -74,6 +77,9 @@ class Recipe:
     # the tagger's z-score statistics come from the recorded songs' training clips when the
     # data has any ("recordings": real music, the kind a catalog holds), else from all ("all")
     tag_statistics: str = "recordings"
+    # weight of the localisation loss of presets with a locator (fusion.locator): each song's
+    # timed texts (caption sentences without their time, timed queries) against its clips
+    where_weight: float = 0.5
 
 
 @dataclass
@@ -85,6 +91,7 @@ class Data:
     attributes: Attributes  # per-clip targets from the manifest's sections (may have no labels)
     first_songs: int  # songs of the first manifest (validation comes from its end)
     recorded: np.ndarray  # (S,) bool: the song is a recording (its entry names a `source`)
+    timed: list[list[tuple[int, float]]]  # per song: (text index, the second it states)
     pools: np.ndarray | None = None  # (M, 2 C) fixed compact pools (Recipe.compact_from)
 
 
@@ -115,17 +122,21 @@ def prepare(
     texts: list[str] = []
     captions: list[int] = []
     queries: list[list[int]] = []
+    timed: list[list[tuple[int, float]]] = []
     for e in entries:
         captions.append(len(texts))
         texts.append(e.caption)
         queries.append(list(range(len(texts), len(texts) + len(e.queries))))
         texts.extend(e.queries)
+        stated = timed_texts(e)
+        timed.append([(len(texts) + i, seconds) for i, (_, seconds) in enumerate(stated)])
+        texts.extend(text for text, _ in stated)
     attributes = clip_attributes(entries, np.asarray(audio.times), np.asarray(audio.offsets))
     text_folder = text_dir or cache_dir or manifests[0].parent / DATA_CACHE
     tcache = text_cache(model, texts, text_folder)
     first = len(audio) if len(manifests) == 1 else int(caches[0].offsets.shape[0] - 1)
     recorded = np.array([getattr(e, "source", None) is not None for e in entries])
-    return Data(audio, tcache, captions, queries, attributes, first, recorded)
+    return Data(audio, tcache, captions, queries, attributes, first, recorded, timed)
 
 
 def make_batch(
@@ -169,6 +180,45 @@ def make_batch(
         pooled=torch.from_numpy(np.concatenate(pools)) if pools else None,
     )
     return batch, np.concatenate(rows)
+
+
+def where_loss(
+    model: CoLLAP,
+    data: Data,
+    batch: TrainingBatch,
+    clips: torch.Tensor,
+    songs: list[int],
+    rng: np.random.Generator,
+) -> torch.Tensor | None:
+    """Cross-entropy of the locator's evidence over each song's clips against the clip of one
+    of its timed texts (drawn by `rng`); None when no song of the batch has one."""
+    where = model.fusion.where
+    if where is None:
+        return None
+    picked, targets, owners = [], [], []
+    times = batch.clip_times.split(batch.clip_counts)
+    for i, s in enumerate(songs):
+        if data.timed[s]:
+            text, seconds = data.timed[s][int(rng.integers(len(data.timed[s])))]
+            picked.append(text)
+            targets.append(target_clip(seconds, times[i]))
+            owners.append(i)
+    if not picked:
+        return None
+    per_song = clips.split(batch.clip_counts)
+    chosen = [per_song[i] for i in owners]
+    n = max(c.shape[0] for c in chosen)
+    dev = clips.device
+    padded = torch.zeros(len(chosen), n, clips.shape[1], device=dev)
+    span = torch.zeros(len(chosen), n, 2, device=dev)
+    mask = torch.zeros(len(chosen), n, dtype=torch.bool, device=dev)
+    for j, i in enumerate(owners):
+        k = per_song[i].shape[0]
+        padded[j, :k], span[j, :k], mask[j, :k] = per_song[i], times[i].to(dev), True
+    text = model.text_encoder(data.texts.states(picked))
+    evidence = where(text, ClipBatch(padded, span, mask))  # (T, T, N); its own song: diagonal
+    own = evidence[torch.arange(len(picked)), torch.arange(len(picked))]  # (T, N)
+    return F.cross_entropy(own.float(), torch.tensor(targets, device=dev))
 
 
 def keep_compact(model: CoLLAP, source: str) -> None:
@@ -307,6 +357,15 @@ def train(
         output = model(batch)
         loss = output.loss
         attr_loss = torch.zeros(())
+        # the localisation loss draws from its own generator: the other draws stay as they were
+        where_rng = np.random.default_rng([recipe.seed, step, 1])
+        loc_loss = (
+            where_loss(model, data, batch, output.clips, songs, where_rng)
+            if recipe.where_weight > 0
+            else None
+        )
+        if loc_loss is not None:
+            loss = loss + recipe.where_weight * loc_loss
         if use_attributes:
             targets, known = batch_targets(data.attributes, rows)
             attr_loss = head.loss(output.clips, targets.to(model.device), known.to(model.device))
@@ -317,9 +376,12 @@ def train(
         opt.step()
         if (step + 1) % 25 == 0:
             log.info(
-                "step %d/%d loss %.3f (fusion %.3f, global %.3f, attributes %.3f) %.2f s/step",
+                "step %d/%d loss %.3f (fusion %.3f, global %.3f, attributes %.3f, where %.3f) "
+                "%.2f s/step",
                 step + 1, recipe.steps, loss.item(), output.fusion_loss.item(),
-                output.global_loss.item(), attr_loss.item(), (time.monotonic() - tick) / 25,
+                output.global_loss.item(), attr_loss.item(),
+                float("nan") if loc_loss is None else loc_loss.item(),
+                (time.monotonic() - tick) / 25,
             )  # fmt: skip
             tick = time.monotonic()
         if (step + 1) % recipe.eval_every == 0 or step + 1 in (recipe.steps, end):

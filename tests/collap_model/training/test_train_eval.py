@@ -160,6 +160,9 @@ def test_a_tagged_model_can_keep_the_compact_stages_of_another(
     assert any(
         not torch.equal(head[k], v) for k, v in fresh.audio_encoder.head.state_dict().items()
     )
+    # so did the locator, from the captions' timed sentences (its only loss)
+    where = trained.fusion.where.state_dict()
+    assert any(not torch.equal(where[k], v) for k, v in fresh.fusion.where.state_dict().items())
     assert report["steps"] == 3
     with pytest.raises(ValueError, match="tagged preset"):
         train(dataset / "manifest.jsonl", tmp_path / "bad", replace(recipe, preset="collap-mini"))
