@@ -23,7 +23,7 @@ def tone(seconds: float, freq: float, rate: int = 16_000, amp: float = 0.3):  # 
 
 @pytest.fixture(scope="session")
 def model():  # type: ignore[no-untyped-def]
-    """The default model (collap-mini), on the CPU, shared by read-only tests."""
+    """The default model (registry.DEFAULT_MODEL), on the CPU, shared by read-only tests."""
     from collap_model import load_model
 
     return load_model(device="cpu")

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+from collap_model.registry import DEFAULT_MODEL
+
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -29,8 +31,8 @@ def test_info_json_describes_the_default_model() -> None:
         "trained",
     ):
         assert key in info
-    assert info["preset"] == "collap-mini"
-    assert info["fingerprint"].startswith("collap-mini-")
+    assert info["preset"] == DEFAULT_MODEL
+    assert info["fingerprint"].startswith(f"{DEFAULT_MODEL}-")
     assert isinstance(info["trained"], bool)
     assert info["parameters"]["total"] > info["parameters"]["trainable"] > 0
 

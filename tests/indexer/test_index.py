@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from collap_model.model import CoLLAP
+from collap_model.registry import DEFAULT_MODEL
 from indexer import service
 from indexer.decode import AudioDecoder
 from indexer.pipeline import IndexRun, IndexSummary, ModelHandle
@@ -237,7 +238,7 @@ def test_cli_json_status_failures_and_errors(tmp_path: Path) -> None:
     assert (summary["indexed"], summary["failed"]) == (1, 1)
     status = json.loads(cli("status", "--json", env=env).stdout)
     assert (status["tracks"], status["failures"]) == (1, 1)
-    assert status["clips"] == 1 and status["fingerprint"].startswith("collap-mini-")
+    assert status["clips"] == 1 and status["fingerprint"].startswith(f"{DEFAULT_MODEL}-")
     failures = json.loads(cli("failures", "--json", env=env).stdout)
     assert [Path(f["path"]).name for f in failures] == ["b.mp3"] and failures[0]["reason"]
     bad = cli("index", str(tmp_path / "missing"), env=env)
