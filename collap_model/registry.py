@@ -14,7 +14,7 @@ from pathlib import Path
 from collap_model.config import ModelConfig, load_preset, preset_names
 
 FORMAT_VERSION = 1
-DEFAULT_MODEL = "collap-mini"
+DEFAULT_MODEL = "collap-tagger"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 # seeds the random initialisation of a preset that has no shipped weights, so that every

