@@ -84,7 +84,7 @@ def through_index(model: Any, folder: Path) -> dict[str, float]:
             searcher = Searcher(s.store, model, len(entries), settings.max_query_chars)
             for text in texts:
                 hits = searcher.search(text, limit=len(entries))
-                ranks = [i + 1 for i, h in enumerate(hits) if h["path"] in relevant[text]]
+                ranks = [i + 1 for i, h in enumerate(hits) if h.path in relevant[text]]
                 firsts.append(ranks[0] if ranks else len(entries) + 1)
     first = np.array(firsts)
     return {"R@1": float(np.mean(first <= 1)), "R@5": float(np.mean(first <= 5)),
