@@ -156,7 +156,7 @@ def searcher(
             s.announce(**announce)
         torch.set_num_threads(settings.search_threads)
         # searching only encodes text: no transformers import where plain torch runs the
-        # backbone (a cold `indexer query` in about half the time, benchmarks/coldquery.py)
+        # backbone (importing transformers was the largest part of a cold `indexer query`)
         model = load_model(settings.model, device=settings.device, text_backend=TextBackend.AUTO)
         yield Searcher(s.store, model, settings.candidates, settings.max_query_chars)
 
