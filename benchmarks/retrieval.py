@@ -107,11 +107,13 @@ def run() -> str:
     rows: list[str] = []
     bars: list[str] = []
     loc_line = ""
+    songs = 0
     for label, data in (("synthetic held-out, training soundfont (TimGM6mb)", dataset()),
                         ("synthetic held-out, held-out soundfont (MuseScore General)",
                          heldout_font_dataset())):  # fmt: skip
         result = evaluate(model, data / "manifest.jsonl", data / ".collap-cache")
         old = evaluate(previous, data / "manifest.jsonl", data / ".collap-cache")
+        songs = result["songs"]
         q = result["fusion"]["queries"]["text_to_audio"]
         mp = result["mean_pool"]["queries"]["text_to_audio"]
         rows.append(_row(label, "fusion", q))
@@ -152,7 +154,7 @@ def run() -> str:
     return f"""## Retrieval quality of the default model (issue 15)
 
 `python -m benchmarks.run retrieval`: model `{model.fingerprint}` (trained: {model.trained}).
-Synthetic sets: {SONGS} songs (seed {SEED}+, held-out phrasings), short queries, text->audio
+Synthetic sets: {songs} songs (seed {SEED}+, held-out phrasings), short queries, text->audio
 (`collap eval default DATA`). External-dev: text->clip per distinct text, a hit is any clip made
 for it. {"; ".join(bars)}.
 
