@@ -64,10 +64,12 @@ def test_tagged_checkpoint(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert (ref.tokens - got.tokens).abs().max() < 1e-3
 
 
-def test_unshipped_tagged_preset_keeps_transformers() -> None:
-    # its tag prompts are computed at load and hashed into the fingerprint
+def test_shipped_tagged_model_searches_on_the_native_backend() -> None:
+    # its tag prompts come from the checkpoint, so the backend cannot change the fingerprint
     m = load_model("collap-tagger", device="cpu", text_backend=TextBackend.AUTO)
-    assert m.text_encoder.backend is TextBackend.TRANSFORMERS
+    assert m.text_encoder.backend is TextBackend.NATIVE
+    ref = load_model("collap-tagger", device="cpu", text_backend=TextBackend.TRANSFORMERS)
+    assert m.fingerprint == ref.fingerprint
 
 
 def test_native_refuses_a_backbone_it_cannot_run(tmp_path) -> None:  # type: ignore[no-untyped-def]

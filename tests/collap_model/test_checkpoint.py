@@ -32,7 +32,7 @@ def test_checkpoint_stores_no_frozen_backbone(model: CoLLAP, tmp_path: Path) -> 
 
 
 def test_fingerprint_follows_weights_and_frontend(tmp_path: Path) -> None:
-    base = load_model(device="cpu")
+    base = load_model("collap-mini", device="cpu")
     before = base.fingerprint
     with torch.no_grad():
         base.fusion.w_beta.bias.add_(0.1)
@@ -42,7 +42,7 @@ def test_fingerprint_follows_weights_and_frontend(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="hop_seconds"):
         load_model("collap-mini", device="cpu", config=moved)
     other = CoLLAP(moved)
-    other.load_state_dict(load_model(device="cpu").state_dict())
+    other.load_state_dict(load_model("collap-mini", device="cpu").state_dict())
     assert other.fingerprint != before
 
 
