@@ -56,18 +56,19 @@ def test_bridge_points_a_text_at_the_tags_it_names(tagged: CoLLAP) -> None:
 
 
 def test_bridge_joins_the_text_vector_through_the_pattern_choice(tagged: CoLLAP) -> None:
-    """v_h = Σ_l β_l π_lh u_l + γ π̄_h [0 ; b] (fusion.py): the bridge adds exactly γ π̄_h b to
-    the tag block of each pattern's vector and nothing elsewhere."""
+    """v_h = α Σ_l β_l π_lh u_l + γ π̄_h [0 ; b] (fusion.py): with the bridge, the learned path
+    is weighted by α (learned_gain) and γ π̄_h b is added to the tag block of each pattern's
+    vector, nothing elsewhere."""
     text = tagged.encode_text(["quiet piano piece", "loud rock"])
     assert text.tags is not None
     with torch.inference_mode():
         with_bridge, pi_bar = tagged.fusion.text_vectors(text)
         without, _ = tagged.fusion.text_vectors(replace(text, tags=None))
         expected = tagged.fusion.bridge_gain * pi_bar[..., None] * text.tags[:, None, :]
+        learned = tagged.fusion.learned_gain * without
     k = tagged.config.tag_dims
-    added = with_bridge - without
-    assert torch.allclose(added[..., :-k], torch.zeros_like(added[..., :-k]))
-    assert torch.allclose(added[..., -k:], expected, atol=1e-6)
+    assert torch.allclose(with_bridge[..., :-k], learned[..., :-k], atol=1e-6)
+    assert torch.allclose(with_bridge[..., -k:] - learned[..., -k:], expected, atol=1e-6)
 
 
 def test_checkpoint_references_the_tagger_and_stores_what_training_sets(
@@ -112,7 +113,8 @@ def test_locate_gives_per_clip_evidence_that_depends_on_the_text(tagged: CoLLAP)
     assert torch.allclose(alone[0, 0], evidence[1, 1], atol=1e-5)
 
 
-def test_without_a_locator_locate_is_the_fusions_clip_match(model: CoLLAP) -> None:
+def test_without_a_locator_locate_is_the_fusions_clip_match() -> None:
+    model = load_model("collap-mini", device="cpu")
     song = model.encode_audio(tone(30.0, 330.0), 16_000)
     text = model.encode_text(["strings swell"])
     assert torch.allclose(model.locate(text, [song]), model.score(text, [song]).clip_scores)

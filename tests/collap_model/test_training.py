@@ -10,7 +10,7 @@ from tests.conftest import tone
 
 def test_tiny_training_run_overfits_a_handful_of_pairs() -> None:
     torch.manual_seed(0)
-    model = load_model(device="cpu")
+    model = load_model("collap-mini", device="cpu")
     model.train()
     fe = model.config.frontend
     songs = [tone(s, f) for s, f in [(12.0, 110.0), (25.0, 440.0), (8.0, 1760.0), (18.0, 3000.0)]]
