@@ -98,7 +98,17 @@ class StyleCatalog:
 
 
 @pytest.fixture(scope="session")
-def style_catalog(tmp_path_factory: pytest.TempPathFactory, model) -> StyleCatalog:  # type: ignore[no-untyped-def]
+def compact_model():  # type: ignore[no-untyped-def]
+    """collap-mini, on the CPU: the recommendation quality tests' model. Their thresholds were
+    measured with it, trained on TimGM6mb songs like the style catalog's; the default
+    collap-tagger moved the steered ambient tracks by one rank there, not two (2026-12-02)."""
+    from collap_model import load_model
+
+    return load_model("collap-mini", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def style_catalog(tmp_path_factory: pytest.TempPathFactory, compact_model) -> StyleCatalog:  # type: ignore[no-untyped-def]
     from collap_model.synth.dataset import generate_dataset, read_manifest
 
     if shutil.which("fluidsynth") is None or not TIMGM.exists():
@@ -119,7 +129,7 @@ def style_catalog(tmp_path_factory: pytest.TempPathFactory, model) -> StyleCatal
             ids.setdefault(name, []).append(pid)
             style[pid] = name
     settings = Settings(data_dir=base / "data", decode_workers=1, _env_file=None)  # type: ignore[call-arg]
-    service.index(settings, [base / "catalog"], model=ModelHandle(settings, model=model))
+    service.index(settings, [base / "catalog"], model=ModelHandle(settings, model=compact_model))
     return StyleCatalog(settings, ids, style)
 
 

@@ -1,5 +1,6 @@
 """Recommendations (liked and disliked tracks, a steering text) and paged similar tracks, over
-the indexed test catalogs with the shipped model (tests/indexer/conftest.py builds them)."""
+the indexed test catalogs (tests/indexer/conftest.py builds them; the style catalog with
+collap-mini)."""
 
 from __future__ import annotations
 
@@ -36,9 +37,9 @@ def searcher(search_catalog: SearchCatalog, model: CoLLAP) -> Iterator[Searcher]
 
 
 @pytest.fixture
-def styles(style_catalog: StyleCatalog, model: CoLLAP) -> Iterator[Searcher]:
+def styles(style_catalog: StyleCatalog, compact_model: CoLLAP) -> Iterator[Searcher]:
     with service.session(style_catalog.settings) as s:
-        yield Searcher(s.store, model)
+        yield Searcher(s.store, compact_model)
 
 
 # ---- the re-rank's parts --------------------------------------------------------------------

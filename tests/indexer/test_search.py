@@ -27,9 +27,10 @@ from indexer.settings import Settings
 from indexer.store.base import TrackFilter
 from tests.indexer.conftest import SearchCatalog
 
-# songs of the catalog (seed 0) whose own caption ranks them first with the shipped weights;
-# songs 2 and 7 are near misses, and the retrieval benchmark measures how often at scale
-FOUND_BY_CAPTION = (0, 1, 3, 4, 5, 6)
+# songs of the catalog (seed 0) whose own caption ranks them first with the shipped weights
+# (collap-tagger-ca7782e42119; collap-mini found 0, 1, 3, 4, 5 and 6): the retrieval benchmark
+# measures how often at scale, this holds search to what the model ranks
+FOUND_BY_CAPTION = (1, 5)
 
 
 @pytest.fixture
