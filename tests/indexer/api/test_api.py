@@ -86,13 +86,13 @@ def start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def server(search_catalog: SearchCatalog) -> Iterator[Server]:
+@contextlib.contextmanager
+def serving(env: dict[str, str], ready_within: float = 90) -> Iterator[Server]:
+    """`indexer serve` on a free port with `env`, once /readyz answers 200; stopped after."""
     port = free_port()
-    env = env_for(search_catalog.settings.data_dir, INDEXER_API_KEY=KEY)
     proc = start(env, "--port", str(port))
     srv = Server(f"http://127.0.0.1:{port}", proc, env)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + ready_within
     while True:
         if proc.poll() is not None:
             raise AssertionError(f"serve exited: {proc.stdout.read() if proc.stdout else ''}")
@@ -103,9 +103,18 @@ def server(search_catalog: SearchCatalog) -> Iterator[Server]:
             pass
         assert time.monotonic() < deadline, "serve did not become ready"
         time.sleep(0.3)
-    yield srv
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        yield srv
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(search_catalog: SearchCatalog) -> Iterator[Server]:
+    env = env_for(search_catalog.settings.data_dir, INDEXER_API_KEY=KEY)
+    with serving(env) as srv:
+        yield srv
 
 
 def test_health_needs_no_key(server: Server) -> None:

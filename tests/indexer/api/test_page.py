@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.indexer.api.browser import chromium, need_chromium
-from tests.indexer.api.test_api import KEY, Server, env_for, free_port, start
+from tests.indexer.api.test_api import KEY, Server, env_for, serving
 from tests.indexer.conftest import SearchCatalog
 
 PAGE_FILES = ("/", "/static/app.js", "/static/app.css", "/static/icon.svg")
@@ -27,24 +27,9 @@ FOCUSABLE = (
 
 @pytest.fixture(scope="module")
 def server(search_catalog: SearchCatalog) -> Iterator[Server]:
-    port = free_port()
     env = env_for(search_catalog.settings.data_dir, INDEXER_API_KEY=KEY)
-    proc = start(env, "--port", str(port))
-    srv = Server(f"http://127.0.0.1:{port}", proc, env)
-    deadline = time.monotonic() + 90
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited: {proc.stdout.read() if proc.stdout else ''}")
-        try:
-            if srv.call("GET", "/readyz", key=None)[0] == 200:
-                break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "serve did not become ready"
-        time.sleep(0.3)
-    yield srv
-    proc.terminate()
-    proc.wait(timeout=30)
+    with serving(env) as srv:
+        yield srv
 
 
 def fetch(

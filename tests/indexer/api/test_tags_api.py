@@ -3,37 +3,21 @@ indexed (tests/indexer/conftest.py's tagged_catalog)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.indexer.api.test_api import KEY, Server, env_for, free_port, start
+from tests.indexer.api.test_api import KEY, Server, env_for, serving
 from tests.indexer.conftest import TaggedCatalog
 
 
 @pytest.fixture(scope="module")
 def tagged_server(tagged_catalog: TaggedCatalog) -> Iterator[Server]:
-    port = free_port()
     env = env_for(
         tagged_catalog.settings.data_dir, INDEXER_API_KEY=KEY, INDEXER_MODEL="collap-tagger"
     )
-    proc = start(env, "--port", str(port))
-    srv = Server(f"http://127.0.0.1:{port}", proc, env)
-    deadline = time.monotonic() + 300  # collap-tagger loads musicnn too
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited: {proc.stdout.read() if proc.stdout else ''}")
-        try:
-            if srv.call("GET", "/readyz", key=None)[0] == 200:
-                break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "serve did not become ready"
-        time.sleep(0.3)
-    yield srv
-    proc.terminate()
-    proc.wait(timeout=30)
+    with serving(env, ready_within=300) as srv:  # collap-tagger loads musicnn too
+        yield srv
 
 
 def test_tracks_show_their_tags_and_timeline(
