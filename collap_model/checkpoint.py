@@ -99,8 +99,8 @@ def load_model(
 ) -> CoLLAP:
     """Load a CoLLAP model in eval mode.
 
-    name_or_path: None (the shipped default, registry.DEFAULT_MODEL), a preset name (its shipped weights,
-    or a seeded random initialisation when none ship), or a checkpoint directory.
+    name_or_path: None (the shipped default, registry.DEFAULT_MODEL), a preset name (its shipped
+    weights, or a seeded random initialisation when none ship), or a checkpoint directory.
     config: optionally the config the caller expects; a checkpoint whose architecture differs
     is refused with a message naming the differing fields.
     text_backend: what runs the pretrained text backbone (text_encoder.TextBackend); a model

@@ -30,10 +30,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from collap_model.clipping import clip_spans_samples
 from collap_model.config import ConfigError, ModelConfig, TextPooling
 from collap_model.outputs import TextEmbedding
 from collap_model.paths import quiet_transformers, resolve_local_dir
+from collap_model.text_windows import (
+    TextInputError,
+    check_texts,
+    special_tokens,
+    window_owners,
+    window_spans,
+)
 
 # windows per backbone call: bounds activation memory for very long texts
 _WINDOW_BATCH = 32
@@ -47,26 +53,6 @@ class TextBackend(StrEnum):
     # start without transformers' import (seconds)
     NATIVE = "native"
     AUTO = "auto"  # native where it can run the backbone, else transformers
-
-
-class TextInputError(ValueError):
-    """A text the encoder cannot take (empty, or longer than `max_words`)."""
-
-
-def window_spans(n_tokens: int, size: int, stride: int) -> list[tuple[int, int]]:
-    """Overlapping [start, end) windows of at most `size` tokens covering `n_tokens` tokens
-    (the clip rule: a regular grid plus one window aligned to the end)."""
-    return clip_spans_samples(n_tokens, size, stride) or [(0, 0)]
-
-
-def window_owners(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """For each window, the token range it contributes: split each overlap at its middle."""
-    owned = []
-    for i, (s, e) in enumerate(spans):
-        lo = s if i == 0 else (s + spans[i - 1][1]) // 2
-        hi = e if i == len(spans) - 1 else (spans[i + 1][0] + e) // 2
-        owned.append((lo, hi))
-    return owned
 
 
 class TextEncoder(nn.Module):
@@ -106,7 +92,7 @@ class TextEncoder(nn.Module):
                 f"text.window_tokens={t.window_tokens} exceeds the backbone's "
                 f"{max_positions} positions"
             )
-        self.prefix, self.suffix = _special_tokens(self.tokenizer)
+        self.prefix, self.suffix = special_tokens(self.tokenizer)
         self.n_special = len(self.prefix) + len(self.suffix)
         self.content = t.window_tokens - self.n_special  # content tokens per window
         self.frozen = t.freeze_backbone
@@ -166,15 +152,7 @@ class TextEncoder(nn.Module):
         return h.hexdigest()[:16]
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
-        for i, text in enumerate(texts):
-            if not text or not text.strip():
-                raise TextInputError(f"text {i} is empty")
-            words = len(text.split())
-            if words > self.config.max_words:
-                raise TextInputError(
-                    f"text {i} has {words} words; the model takes at most {self.config.max_words} "
-                    "(text.max_words)"
-                )
+        check_texts(texts, self.config.max_words)
         ids: list[list[int]] = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         return ids
 
@@ -306,16 +284,6 @@ def native_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def _special_tokens(tokenizer: object) -> tuple[list[int], list[int]]:
-    """The special tokens the tokenizer puts before and after a text ([CLS] ... [SEP] for BERT)."""
-    plain: list[int] = tokenizer("music", add_special_tokens=False)["input_ids"]  # type: ignore[operator]
-    full: list[int] = tokenizer("music")["input_ids"]  # type: ignore[operator]
-    for i in range(len(full) - len(plain) + 1):
-        if full[i : i + len(plain)] == plain:
-            return full[:i], full[i + len(plain) :]
-    raise ConfigError("cannot tell the text backbone's special tokens apart from the text")
 
 
 def _max_positions(hf_config: object) -> int | None:
