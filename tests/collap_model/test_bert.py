@@ -8,7 +8,7 @@ import torch
 
 from collap_model import load_model
 from collap_model.model import CoLLAP
-from collap_model.text_encoder import TextBackend
+from collap_model.text_encoder import TextBackend, native_bf16
 
 TEXTS = [
     "a slow intro building to a chorus",
@@ -38,10 +38,21 @@ def test_same_embeddings(model: CoLLAP, native: CoLLAP, fast: bool) -> None:
         else:
             ref, got = model.text_encoder(TEXTS), native.text_encoder(TEXTS)
     assert torch.equal(ref.mask, got.mask)
-    assert (ref.tokens - got.tokens).abs().max() < 1e-3
-    assert (ref.sentence - got.sentence).abs().max() < 1e-3
-    v_ref, v_got = model.first_stage_query(ref), native.first_stage_query(got)
-    assert (v_ref - v_got).abs().max() < 1e-3
+    bf16 = fast and native_bf16()
+    close(ref.tokens[ref.mask], got.tokens[got.mask], bf16)
+    close(ref.sentence, got.sentence, bf16)
+    close(model.first_stage_query(ref), native.first_stage_query(got), bf16)
+
+
+def close(ref: torch.Tensor, got: torch.Tensor, bf16: bool) -> None:
+    """Within 1e-3 in float32; a fast call on a CPU with native bfloat16 (`bf16`) runs both
+    backbones' matmuls in bfloat16 (TextEncoder.fast_precision), whose rounding differs with
+    the order of operations: there, each vector within cosine 0.999 of the other."""
+    if not bf16:
+        assert (ref - got).abs().max() < 1e-3
+        return
+    cos = torch.nn.functional.cosine_similarity(ref.float(), got.float(), dim=-1)
+    assert cos.min() > 0.999, cos.min()
 
 
 def test_same_fingerprint(model: CoLLAP, native: CoLLAP) -> None:
@@ -60,8 +71,8 @@ def test_tagged_checkpoint(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with torch.inference_mode():
         ref, got = reference.encode_text(TEXTS[:2]), native.encode_text(TEXTS[:2])
     assert ref.tags is not None and got.tags is not None
-    assert (ref.tags - got.tags).abs().max() < 1e-3
-    assert (ref.tokens - got.tokens).abs().max() < 1e-3
+    close(ref.tags, got.tags, native_bf16())
+    close(ref.tokens[ref.mask], got.tokens[got.mask], native_bf16())
 
 
 def test_shipped_tagged_model_searches_on_the_native_backend() -> None:
