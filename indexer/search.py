@@ -53,8 +53,10 @@ from indexer.store.base import (
 from indexer.tags import shown_tags, shown_track, tag_value
 
 if TYPE_CHECKING:
+    from collap_model.light import LightModel
     from collap_model.model import CoLLAP
-    from collap_model.outputs import AudioEmbedding, TextEmbedding
+    from collap_model.outputs import AudioEmbedding
+    from collap_model.scoring import TextScorer
 
 # a segment keeps the clips whose evidence lies in the top SEGMENT_KEEP of the range from the
 # track's median clip to its best one: relative to the track, so it holds for any scale of
@@ -405,13 +407,23 @@ def public_payload(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 class Searcher:
-    """Search and similar-tracks over one store with one loaded model (thread-safe)."""
+    """Search and similar-tracks over one store with one loaded model (thread-safe): the torch
+    model, or the torch-free text side of a cold command (collap_model/light.py), which loads
+    the torch model only for audio."""
 
     def __init__(
-        self, store: Store, model: CoLLAP, candidates: int = 100, max_query_chars: int = 20_000
+        self,
+        store: Store,
+        model: CoLLAP | LightModel,
+        candidates: int = 100,
+        max_query_chars: int = 20_000,
     ) -> None:
+        from collap_model.light import LightModel
+        from collap_model.scoring import ModelScorer
+
         self.store = store
         self.model = model
+        self.scorer: TextScorer = model if isinstance(model, LightModel) else ModelScorer(model)
         self.candidates = candidates
         self.max_query_chars = max_query_chars
         # one request at a time touches the store (an Edge shard is one process's object);
@@ -468,32 +480,29 @@ class Searcher:
         """Free text -> the `limit` best tracks by fusion score, with segments (where the text
         happens, as `locate` finds it) and, with `explain`, every clip's evidence, fusion
         weight and similarity."""
-        from collap_model.outputs import ClipBatch
-
         text = self._check_text(text)
         _check_limit(limit)
         target = self.collection()
         emb = self._encode(text)
-        vector = self.model.first_stage_query(emb)[0]
+        vector = self.scorer.query_vector(emb)
         with self._lock:
             found = self.store.search(
-                target, vector.cpu().tolist(), limit, where, FIRST_STAGE, self.candidates
+                target, vector.tolist(), limit, where, FIRST_STAGE, self.candidates
             )
         if not found:
             return _nothing_found(where)
         clips, times = self._clips_of(target, found)
-        batch = ClipBatch.of_arrays(clips, times)
-        fused = self.model.score(emb, batch)
-        scores = fused.scores[0].float().cpu().numpy()  # (hits,)
-        evidence = self.model.locate(emb, batch)[0].cpu().numpy()  # (hits, N), -inf padded
+        fused = self.scorer.fuse(emb, clips, times)
+        scores = fused.scores  # (hits,)
+        evidence = self.scorer.evidence(emb, clips, times)  # (hits, N), -inf padded
         hits = []
         for i in np.argsort(-scores, kind="stable").tolist():
             n = clips[i].shape[0]
             e = evidence[i, :n]
             clip_parts = None
             if explain:
-                w = fused.clip_weights[0, i, :n].float().cpu().numpy()
-                c = fused.clip_scores[0, i, :n].float().cpu().numpy()
+                w = fused.clip_weights[i, :n]
+                c = fused.clip_scores[i, :n]
                 clip_parts = clip_matches(times[i], e, w, c)
             hits.append(
                 _hit(found[i], float(scores[i]), segments_from_evidence(times[i], e), clip_parts)
@@ -504,8 +513,6 @@ class Searcher:
     def locate(self, track_id: str, text: str) -> Located:
         """Where `text` happens in one indexed track: every clip's evidence (CoLLAP.locate) in
         time order and the best segments, the same segments a search hit carries."""
-        from collap_model.outputs import ClipBatch
-
         text = self._check_text(text)
         pid = _check_id(track_id)
         target = self.collection()
@@ -515,7 +522,7 @@ class Searcher:
         if not found:
             raise TrackNotFound(f"no track with id {track_id}")
         clips, times = self._clips_of(target, found)
-        evidence = self.model.locate(emb, ClipBatch.of_arrays(clips, times))[0, 0].cpu().numpy()
+        evidence = self.scorer.evidence(emb, clips, times)[0]
         p = found[0].payload
         return Located(
             id=found[0].id,
@@ -528,9 +535,9 @@ class Searcher:
             clips=timeline(times[0], evidence),
         )
 
-    def _encode(self, text: str) -> TextEmbedding:
+    def _encode(self, text: str) -> Any:
         try:
-            return self.model.encode_text([text])
+            return self.scorer.encode(text)
         except ValueError as err:  # the model refuses text longer than it can read whole
             raise QueryError(str(err)) from err
 
@@ -648,7 +655,6 @@ class Searcher:
         as search; never one of the named or excluded tracks (see the module docstring). A
         track named on both sides counts on both (a client may send a listener's history as it
         is)."""
-        from collap_model.outputs import ClipBatch
 
         page = (page or Page()).check()
         liked, disliked = track_ids(positive), track_ids(negative)
@@ -665,7 +671,7 @@ class Searcher:
         emb, vector = None, None
         if text is not None:
             emb = self._encode(text)
-            vector = self.model.first_stage_query(emb)[0].cpu().tolist()
+            vector = self.scorer.query_vector(emb).tolist()
         need = page.fetch(self.candidates)
         # Qdrant's average-vector query: mean(liked) + (mean(liked) − mean(disliked))
         average = np.mean([s.song for s in pos], axis=0)
@@ -704,8 +710,7 @@ class Searcher:
             disliked_sim, _ = chamfer([s.clips for s in neg], cand_clips)
             scores = scores - NEGATIVE_WEIGHT * disliked_sim.max(axis=0)
         if emb is not None:
-            fused = self.model.score_only(emb, ClipBatch.of_arrays(cand_clips, cand_times))
-            scores = scores + STEER_WEIGHT * fused[0].float().cpu().numpy()
+            scores = scores + STEER_WEIGHT * self.scorer.scores(emb, cand_clips, cand_times)
         return self._ranked(cands, scores, best.max(axis=0), cand_clips, cand_times, page, explain)
 
     def _ranked(

@@ -143,21 +143,33 @@ def searcher(
     wait: bool = True,
     on_wait: Callable[[dict[str, Any] | None], None] | None = None,
     announce: dict[str, Any] | None = None,
+    light: bool = False,
 ) -> Iterator[Searcher]:
-    """The loaded model over the open store (embedded: under the data directory's lock)."""
-    import torch
-
-    from collap_model.checkpoint import load_model
-    from collap_model.text_encoder import TextBackend
+    """The loaded model over the open store (embedded: under the data directory's lock).
+    `light`: a one-shot command's, the torch-free text side where it runs the model
+    (collap_model/light.py: importing torch was most of a cold `indexer query`)."""
     from indexer.search import Searcher
 
     with session(settings, wait=wait, on_wait=on_wait) as s:
         if announce:
             s.announce(**announce)
-        torch.set_num_threads(settings.search_threads)
-        # searching only encodes text: no transformers import where plain torch runs the
-        # backbone (importing transformers was the largest part of a cold `indexer query`)
-        model = load_model(settings.model, device=settings.device, text_backend=TextBackend.AUTO)
+        model: Any = None
+        if light:
+            from collap_model.light import load_light
+
+            model = load_light(settings.model, device=settings.device)
+        if model is None:
+            import torch
+
+            from collap_model.checkpoint import load_model
+            from collap_model.text_encoder import TextBackend
+
+            torch.set_num_threads(settings.search_threads)
+            # searching only encodes text: no transformers import where plain torch runs the
+            # backbone (importing transformers was the largest part of a cold `indexer query`)
+            model = load_model(
+                settings.model, device=settings.device, text_backend=TextBackend.AUTO
+            )
         yield Searcher(s.store, model, settings.candidates, settings.max_query_chars)
 
 
@@ -181,13 +193,13 @@ def ask(
     """Answer a read-only request (search, similar, locate, ...) here, or through `indexer
     serve` when that process owns the store; while `indexer index` owns it, wait."""
     try:
-        with searcher(settings, wait=False) as s:
+        with searcher(settings, wait=False, light=True) as s:
             return run(s)
     except StoreBusyError:
         owner = read_json(settings.data_dir / "owner.json") or {}
         if owner.get("api"):
             return through_owner(settings, str(owner["api"]), remote)
-    with searcher(settings, on_wait=on_wait) as s:
+    with searcher(settings, on_wait=on_wait, light=True) as s:
         return run(s)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from collap_model.light import load_light
 from collap_model.model import CoLLAP
 from indexer import service
 from indexer.search import (
@@ -46,6 +47,27 @@ def test_caption_finds_its_song_first(searcher: Searcher, search_catalog: Search
         hits = searcher.search(song["caption"], limit=3)
         assert hits[0].id == search_catalog.ids[f"song{i}"], i
         assert hits[0].score >= hits[1].score >= hits[2].score
+
+
+def test_the_torch_free_text_side_finds_what_the_model_finds(
+    searcher: Searcher, search_catalog: SearchCatalog
+) -> None:
+    # what a cold `indexer query` runs (collap_model/light.py); the torch model's backbone may
+    # run in bfloat16 on this CPU, so scores agree to rounding, not bit for bit
+    light_model = load_light(None)
+    assert light_model is not None
+    light = Searcher(searcher.store, light_model)
+    song = search_catalog.songs[5]
+    for text in (song["caption"], song["queries"][0], "slow intro building to a chorus"):
+        want, got = searcher.search(text, limit=5), light.search(text, limit=5)
+        assert [h.id for h in got][:2] == [h.id for h in want][:2]
+        assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=5e-3)
+        assert got[0].segments[0].start == want[0].segments[0].start
+    track = search_catalog.ids["song5"]
+    a, b = searcher.locate(track, "the chorus"), light.locate(track, "the chorus")
+    assert [c.score for c in b.clips] == pytest.approx([c.score for c in a.clips], abs=0.05)
+    with pytest.raises(QueryError, match="empty"):
+        light.search("   ")
 
 
 def test_short_query_finds_its_song_first(
