@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -120,6 +121,10 @@ class ModelHandle:
         return self._model
 
 
+class DataDirFull(OSError):
+    """The data directory's file system has too little room for the next store write."""
+
+
 class IndexRun:
     def __init__(
         self,
@@ -147,6 +152,7 @@ class IndexRun:
     def run(self, paths: Sequence[str | Path]) -> IndexSummary:
         began = time.monotonic()
         roots = resolve_roots(paths)
+        self._check_space()
         current = self.store.alias_target()
         self.store.ensure_collection(
             self.target,
@@ -168,6 +174,7 @@ class IndexRun:
         self._embed_all(plan)
         self._publish("optimizing", self.summary.indexed + self.summary.failed)
         self.summary.failed += len(plan.unreadable)  # files and folders that could not be read
+        self._check_space()
         self.store.optimize(self.target)
         if current != self.target:
             self.store.switch_alias(self.target)
@@ -315,6 +322,7 @@ class IndexRun:
     def _flush_points(self) -> None:
         if not self._pending_points:
             return
+        self._check_space()
         self.store.upsert(self.target, [p for p, _ in self._pending_points])
         # the new content is written: now the paths may leave the points of their old content
         for _, job in self._pending_points:
@@ -323,6 +331,21 @@ class IndexRun:
                 if old is not None and old != point_id(job.digest):
                     self._detach(old, f.path)
         self._pending_points.clear()
+
+    def _check_space(self) -> None:
+        """DataDirFull before a write when the data directory's file system is nearly full."""
+        data = self.settings.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(data).free
+        need = self.settings.min_free_mb << 20
+        if free < need:
+            pending = sum(len(job.files) for _, job in self._pending_points)
+            raise DataDirFull(
+                f"the data directory {data} has {free >> 20} MB free, less than the "
+                f"{self.settings.min_free_mb} MB (INDEXER_MIN_FREE_MB) a store write needs: "
+                f"stopped with {self.summary.indexed - pending} files written in this run, "
+                "kept; free space and run `indexer index` again to go on"
+            )
 
     def _detach(self, pid: str, path: str) -> None:
         detach_path(self.store, self.target, pid, path)
