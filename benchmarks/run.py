@@ -31,6 +31,7 @@ BENCHMARKS = {
     "recommend": "benchmarks.recommend",
     "locate": "benchmarks.locate",
     "catalog": "benchmarks.catalog",
+    "coldquery": "benchmarks.coldquery",
 }
 OUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = """# Benchmarks
