@@ -44,7 +44,7 @@ import json, sys
 from indexer import service
 from indexer.settings import Settings
 with service.searcher(Settings(), light=False) as s:
-    print(json.dumps([h.id for h in s.search(sys.argv[1], limit=10)]))
+    print(json.dumps({h.id: h.score for h in s.search(sys.argv[1], limit=10)}))
 """
 
 
@@ -98,11 +98,16 @@ def run() -> str:
         "import torch": lambda t: [sys.executable, "-c", "import torch"],
         "nothing": lambda t: [sys.executable, "-c", "pass"],
     }
-    same = True
+    shared, top, gap = [], 0, 0.0
     for text in TEXTS:  # also warms the page cache
         _, cli_out = timed(paths["cli"](text), env, False)
         _, torch_out = timed(paths["torch"](text), env, False)
-        same &= [h["id"] for h in json.loads(cli_out)] == json.loads(torch_out)
+        hits = json.loads(cli_out)
+        ours = {h["id"]: h["score"] for h in hits}
+        theirs = json.loads(torch_out)
+        shared.append(len(set(ours) & set(theirs)))
+        top += hits[0]["id"] == max(theirs, key=theirs.__getitem__)
+        gap = max([gap, *(abs(ours[i] - theirs[i]) for i in set(ours) & set(theirs))])
     can_drop = drop_page_cache()
     rows = []
     for label, drop, samples in (
@@ -131,7 +136,10 @@ files, the shipped default model), limit 10: `indexer query` as a user runs it (
 text side of the model, collap_model/light.py) beside the same search through the torch model
 in a new process (how `indexer query` ran before), and two references: an interpreter that
 only imports torch, and one that does nothing. Median / slowest wall seconds from start to
-exit; the same hits from both searches: {"yes" if same else "NO"}.
+exit. Over the {len(TEXTS)} texts the two searches share {min(shared)}-{max(shared)} of their ten
+tracks and the first hit for {top} of them, their scores within {gap:.4f} of each other (the
+torch model's backbone runs in bfloat16 on a CPU that has it, the NumPy one in float32: the
+generated tracks score close together, so near-equal ones may swap at the edge of the ten).
 
 {HEADER.format(target=TARGET_S)}
 {table}
