@@ -147,6 +147,7 @@ class IndexRun:
         self._replaces: dict[str, str] = {}
         self._files_total = 0
         self._last_publish = 0.0
+        self._last_flush = time.monotonic()
 
     # ---- the run ----------------------------------------------------------------------------
     def run(self, paths: Sequence[str | Path]) -> IndexSummary:
@@ -162,6 +163,11 @@ class IndexRun:
         if current is not None and current != self.target:
             # a new model: rebuild every catalog the old collection holds, beside it
             roots = merge_roots(roots, self._roots_of(current))
+        if current is None:
+            # the first index: searchable while it is written (indexer/owner.py), and after
+            # an interrupted run, what that run wrote
+            self.store.switch_alias(self.target)
+            self.summary.alias_switched = True
         unlisted: list[tuple[CatalogFile, str]] = []
         files = list(scan(roots, self.settings.extensions, unlisted))
         records, failures = self.store.records(self.target), self.failures.by_path()
@@ -315,7 +321,8 @@ class IndexRun:
         job.embeddings.clear()
         job.tags.clear()
         open_jobs.discard(job_id)
-        if len(self._pending_points) >= self.settings.upsert_batch:
+        due = time.monotonic() - self._last_flush >= self.settings.flush_seconds
+        if len(self._pending_points) >= self.settings.upsert_batch or due:
             self._flush_points()
         self._tick()
 
@@ -323,6 +330,7 @@ class IndexRun:
         if not self._pending_points:
             return
         self._check_space()
+        self._last_flush = time.monotonic()
         self.store.upsert(self.target, [p for p, _ in self._pending_points])
         # the new content is written: now the paths may leave the points of their old content
         for _, job in self._pending_points:

@@ -426,6 +426,8 @@ class Searcher:
         self.scorer: TextScorer = model if isinstance(model, LightModel) else ModelScorer(model)
         self.candidates = candidates
         self.max_query_chars = max_query_chars
+        # what an empty index answers (a running `indexer index` says it writes soon)
+        self.empty = EMPTY
         # one request at a time touches the store (an Edge shard is one process's object);
         # text encoding and fusion run outside the lock
         self._lock = threading.Lock()
@@ -436,7 +438,7 @@ class Searcher:
         with self._lock:
             target = self.store.alias_target()  # a small file read; no count on the hot path
         if target is None:
-            raise IndexUnavailable(EMPTY)
+            raise IndexUnavailable(self.empty)
         built_by = target.removeprefix(self.store.alias + "-")
         if built_by != self.model.fingerprint:
             raise IndexUnavailable(
@@ -490,7 +492,7 @@ class Searcher:
                 target, vector.tolist(), limit, where, FIRST_STAGE, self.candidates
             )
         if not found:
-            return _nothing_found(where)
+            return _nothing_found(where, self.empty)
         clips, times = self._clips_of(target, found)
         fused = self.scorer.fuse(emb, clips, times)
         scores = fused.scores  # (hits,)
@@ -622,7 +624,7 @@ class Searcher:
                 target, [seed.song.tolist() for seed in seeds], k, where, page.exclude
             )
         if not any(found) and all(seed.id is None for seed in seeds):
-            _nothing_found(where)
+            _nothing_found(where, self.empty)
         read = self._read(target, {i for hits in found for i, _ in hits})
         decoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         out: list[list[Hit]] = []
@@ -831,10 +833,10 @@ def shown_values(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _nothing_found(where: TrackFilter | None) -> list[Hit]:
+def _nothing_found(where: TrackFilter | None, empty: str) -> list[Hit]:
     """No candidate at all: fine under a filter, but unfiltered it means an empty collection."""
     if where is None or where.is_empty():
-        raise IndexUnavailable(EMPTY)
+        raise IndexUnavailable(empty)
     return []
 
 

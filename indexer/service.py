@@ -94,10 +94,14 @@ def index(
     on_wait: Callable[[dict[str, Any] | None], None] | None = None,
     model: ModelHandle | None = None,
 ) -> IndexSummary:
+    from indexer.owner import SharedStore, serving
+
     model = model or ModelHandle(settings)
     with session(settings, on_wait=on_wait) as s:
-        run = IndexRun(settings, s.store, s.failures, model, progress=progress, publish=s.publish)
-        return run.run(paths)
+        store: Any = SharedStore(s.store)
+        with serving(s, store, model):
+            run = IndexRun(settings, store, s.failures, model, progress=progress, publish=s.publish)
+            return run.run(paths)
 
 
 def status(settings: Settings) -> dict[str, Any]:
@@ -217,7 +221,8 @@ def through_owner(settings: Settings, url: str, remote: Callable[[Client], Answe
             raise type(err)(str(err), err.status) from None
         except Unreachable as err:
             raise StoreBusyError(
-                f"the store is owned by `indexer serve` at {url}, which does not answer: {err}"
+                f"the store is owned by the process serving {url} (`indexer serve`, or an "
+                f"`indexer index` run), which does not answer: {err}"
             ) from None
 
 

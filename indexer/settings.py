@@ -48,11 +48,17 @@ class Settings(BaseSettings):
     decode_workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     clip_batch: int = Field(64, ge=1)  # clips per model call, across files
     upsert_batch: int = Field(32, ge=1)  # points per store write
+    # a store write at least this often while a run embeds: searches through a running index
+    # see new tracks soon (indexer/owner.py)
+    flush_seconds: float = Field(5.0, gt=0)
     # the run stops, with one line, before a store write when the data directory's file
     # system has less free space than this: Qdrant Edge writes through memory maps, and a
     # full disk kills a process writing one with SIGBUS (measured on a full tmpfs), losing
     # the batch and saying nothing; what was written stays and the next run goes on from it
     min_free_mb: int = Field(256, ge=0)
+    # an `indexer index` run on the embedded store serves searches on a loopback port while
+    # it writes, so `indexer query` and the like answer through it (indexer/owner.py)
+    index_serves: bool = True
     # peak amplitude (0..1) under which a whole file counts as silence
     silence_peak: float = Field(1e-3, ge=0)
 

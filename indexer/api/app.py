@@ -12,8 +12,9 @@ request models are built per app from the settings (so the schema states the rea
 import contextlib
 import hmac
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -89,7 +90,12 @@ class Metrics:
         self.latency.labels(method, route).observe(seconds)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, open_searcher: Callable[[], Searcher] | None = None
+) -> FastAPI:
+    """The app; `open_searcher`: a searcher over a store another part of this process owns
+    (an `indexer index` run serving searches while it writes), built on the first request
+    that needs it, instead of the store and model the lifespan opens for `indexer serve`."""
     settings = settings or Settings()
     models = request_models(settings)
     SearchRequest, SimilarRequest = models.search, models.similar
@@ -99,10 +105,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     key = settings.api_key.get_secret_value().encode() if settings.api_key else None
     state: dict[str, Searcher] = {}
 
+    opening = threading.Lock()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from indexer import service
 
+        if open_searcher is not None:
+            yield
+            state.clear()
+            return
         url = f"http://{settings.host}:{settings.port}"
         with service.searcher(settings, announce={"api": url}) as searcher:
             state["searcher"] = searcher
@@ -113,6 +125,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def searcher() -> Searcher:
         found = state.get("searcher")
+        if found is None and open_searcher is not None:
+            with opening:
+                found = state.get("searcher") or open_searcher()
+                state["searcher"] = found
         if found is None:
             raise HTTPException(503, "the index is not open yet")
         return found
@@ -223,7 +239,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/readyz", response_model=Health, responses={503: {"model": Health}})
     def readyz(response: Response) -> dict[str, Any]:
         """The model is loaded and the index is searchable (readiness)."""
-        s = state.get("searcher")
+        s = state.get("searcher") if open_searcher is None else searcher()
         if s is None:
             response.status_code = 503
             return {"status": "starting"}

@@ -1,0 +1,113 @@
+"""An `indexer index` run answers searches while it writes (issue 17).
+
+The embedded store has one owner process (a second process that opens a live shard breaks the
+owner's next flush), so while a run owns it, `indexer query`, `similar`, `locate` and
+`recommend` could only wait, for a day on a 100k-track catalog. Now the run serves the HTTP
+API on a loopback port of its own and names it in owner.json; those commands find it there
+and go through it (service.ask, indexer.client) as they do through `indexer serve`, searching
+what is written so far. The searches share the run's open store, one call at a time
+(`SharedStore`); the text side runs in NumPy where it can (collap_model/light.py), beside the
+run's torch model, else with the run's own model.
+
+It serves when the run writes the collection the alias names, or the first one (the run
+points the alias at it when it starts); a run rebuilding the index with another model serves
+nothing until it ends, since the index being searched was built by a model it has not loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from indexer.store.base import Store, collection_name
+
+if TYPE_CHECKING:
+    from indexer.pipeline import ModelHandle
+    from indexer.search import Searcher
+    from indexer.service import Session
+
+log = logging.getLogger(__name__)
+START_TIMEOUT_S = 30.0
+
+
+class SharedStore:
+    """A store two threads use, the run writing and the API reading: one call at a time, and
+    an iterator a call returns is read whole inside it."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                out = attr(*args, **kwargs)
+                return list(out) if isinstance(out, Iterator) else out
+
+        return call
+
+
+def serves(store: Store, model: ModelHandle) -> bool:
+    """Whether a run with this model writes what the alias names (or there is no index yet)."""
+    current = store.alias_target()
+    return current is None or current == collection_name(store.alias, model.fingerprint)
+
+
+@contextlib.contextmanager
+def serving(session: Session, store: Store, model: ModelHandle) -> Iterator[str | None]:
+    """The API over `store` on 127.0.0.1 while the block runs, announced in owner.json; yields
+    its address, or None where this run serves nothing (see the module doc)."""
+    settings = session.settings
+    if not (settings.embedded and settings.index_serves and serves(store, model)):
+        yield None
+        return
+    import uvicorn
+
+    from indexer.api.app import create_app
+
+    def open_searcher() -> Searcher:
+        from collap_model.light import load_light
+        from indexer.search import Searcher
+
+        light = load_light(settings.model, device=settings.device)
+        searching: Any = light if light and light.fingerprint == model.fingerprint else model.get()
+        found = Searcher(store, searching, settings.candidates, settings.max_query_chars)  # type: ignore[arg-type]
+        found.empty = (
+            "nothing is written yet: the `indexer index` run that owns the store writes tracks "
+            f"every {settings.flush_seconds:g} s or {settings.upsert_batch} tracks (see "
+            "`indexer status`)"
+        )
+        return found
+
+    app = create_app(settings, open_searcher=open_searcher)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="indexer-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if not server.started:
+        # the run goes on without it: searches wait for its end, as they did before
+        log.warning("could not serve searches during the run; they wait for its end")
+        server.should_exit = True
+        yield None
+        return
+    port = server.servers[0].sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    session.announce(api=url)
+    try:
+        yield url
+    finally:
+        session.announce(api=None)  # commands wait for the lock from here, not for this API
+        server.should_exit = True
+        thread.join(timeout=10)
