@@ -32,6 +32,7 @@ BENCHMARKS = {
     "locate": "benchmarks.locate",
     "catalog": "benchmarks.catalog",
     "coldquery": "benchmarks.coldquery",
+    "owner": "benchmarks.owner",
 }
 OUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = """# Benchmarks

@@ -1,0 +1,128 @@
+"""Search latency while `indexer index` writes the catalog it searches, beside idle (issue 17).
+
+A catalog of generated files (mp3, flac, m4a, 44.1 kHz stereo, as the indexing benchmark's) is
+indexed by `indexer index` in a process of its own with the shipped default model. While it
+runs, one client asks its API (the address it names in owner.json, what `indexer query` goes
+through) for text searches back to back, limit 10, until the run ends. Idle: the same
+requests to `indexer serve` over the finished index, once it is ready. Both over HTTP with
+indexer.client, the same texts in the same order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+FILES = 40
+SECONDS = 60.0
+WARM_UP = 5
+IDLE_REQUESTS = 200
+TEXTS = (
+    "slow intro building to a chorus",
+    "solo piano, quiet and sad",
+    "fast drums and a loud bass line",
+    "strings swell at the end",
+    "an upbeat electronic track with synths",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ask(url: str, n: int | None, running: subprocess.Popen[str] | None) -> list[float]:
+    """Seconds per search: n of them, or while `running` runs (answers that found nothing yet
+    are not counted: the run had not written its first tracks)."""
+    from indexer.client import Client, Unavailable
+
+    took: list[float] = []
+    i = 0
+    with Client(url) as client:
+        while (n is None or len(took) < n) and (running is None or running.poll() is None):
+            text = TEXTS[i % len(TEXTS)]
+            i += 1
+            start = time.perf_counter()
+            try:
+                client.search(text, limit=10)
+            except Unavailable:
+                time.sleep(0.05)
+                continue
+            if i > WARM_UP:
+                took.append(time.perf_counter() - start)
+    return took
+
+
+def run() -> str:
+    from tests.indexer.fixtures import write_audio
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "catalog"
+        exts = ("mp3", "flac", "m4a")
+        for i in range(FILES):
+            write_audio(root / f"{i:02d}.{exts[i % 3]}", SECONDS, seed=i)
+        data = Path(tmp) / "data"
+        env = {**os.environ, "INDEXER_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1"}
+        cli = [sys.executable, "-m", "indexer.cli"]
+        began = time.monotonic()
+        proc = subprocess.Popen([*cli, "index", str(root), "--json"], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        url = None
+        while url is None and proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                url = json.loads((data / "owner.json").read_text()).get("api")
+            time.sleep(0.05)
+        during = _ask(url, None, proc) if url else []
+        out, err = proc.communicate()
+        wall = time.monotonic() - began
+        assert proc.returncode == 0, err
+        summary = json.loads(out)
+        port = _free_port()
+        serve = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env, text=True,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            from indexer.client import Client, Unavailable
+
+            idle_url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with contextlib.suppress(OSError, Unavailable), Client(idle_url) as c:
+                    if c.ready().get("status") == "ready":
+                        break
+                time.sleep(0.2)
+            idle = _ask(idle_url, IDLE_REQUESTS, None)
+        finally:
+            serve.terminate()
+            serve.wait(timeout=30)
+    assert during, "no search answered during the run"
+    d50, d99 = (float(np.percentile(np.asarray(during) * 1000, q)) for q in (50, 99))
+    i50, i99 = (float(np.percentile(np.asarray(idle) * 1000, q)) for q in (50, 99))
+    ratio = d99 / i99
+    verdict = "meets" if ratio <= 3 and max(during) <= 2 else "misses"
+    return f"""## Search while indexing (issue 17; `python -m benchmarks.run owner`)
+
+`indexer index` of {FILES} generated files x {SECONDS:.0f} s (mp3, flac, m4a; 44.1 kHz stereo;
+{summary["indexed"]} indexed in {wall:.0f} s, the shipped default model, CPU) in a process of
+its own; one client sends text searches (limit 10, HTTP, indexer.client) back to back to the
+API the run serves (what `indexer query` goes through while a run owns the store) until the
+run ends; idle: {IDLE_REQUESTS} of the same requests to `indexer serve` over the finished
+index. {WARM_UP} warm-up requests are not counted.
+
+| | requests | p50 ms | p99 ms | slowest ms |
+|---|---|---|---|---|
+| during the run (its API) | {len(during)} | {d50:.1f} | {d99:.1f} | {1000 * max(during):.0f} |
+| idle (`indexer serve`) | {len(idle)} | {i50:.1f} | {i99:.1f} | {1000 * max(idle):.0f} |
+| **p99 during / idle** | | | **{ratio:.1f}x** | |
+
+Targets: p99 during indexing <= 3x idle, every answer during the run under 2 s: {verdict}.
+"""
