@@ -7,7 +7,9 @@ API on a loopback port of its own and names it in owner.json; those commands fin
 and go through it (service.ask, indexer.client) as they do through `indexer serve`, searching
 what is written so far. The searches share the run's open store, one call at a time
 (`SharedStore`); the text side runs in NumPy where it can (collap_model/light.py), beside the
-run's torch model, else with the run's own model.
+run's torch model, else with the run's own model. While it serves, the run's own threads and
+the decoder processes it starts run SEARCH_NICE nice levels below the API's thread, so a
+search gets a core on a machine the run keeps busy (benchmarks/owner.py).
 
 It serves when the run writes the collection the alias names, or the first one (the run
 points the alias at it when it starts); a run rebuilding the index with another model serves
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 30.0
+# how much lower than the API's the priority of the run's own work is while it serves
+SEARCH_NICE = 10
 
 
 class SharedStore:
@@ -104,6 +109,7 @@ def serving(session: Session, store: Store, model: ModelHandle) -> Iterator[str 
         return
     port = server.servers[0].sockets[0].getsockname()[1]
     url = f"http://127.0.0.1:{port}"
+    lowered = yield_cpu_to(thread)
     session.announce(api=url)
     try:
         yield url
@@ -111,3 +117,35 @@ def serving(session: Session, store: Store, model: ModelHandle) -> Iterator[str 
         session.announce(api=None)  # commands wait for the lock from here, not for this API
         server.should_exit = True
         thread.join(timeout=10)
+        restore_cpu(lowered)
+
+
+def yield_cpu_to(api: threading.Thread) -> dict[int, int]:
+    """Lower every other thread of this process to SEARCH_NICE below the API's, so a search
+    gets a core when the run keeps both busy: its threads now (the run's, torch's and NumPy's
+    pools) and what they start later (decoder processes, new pool threads) inherit the lower
+    priority; threads the API starts inherit its own. Returns the old priorities. (Linux
+    keeps a priority per thread; elsewhere, or where refused, nothing changes.)"""
+    lowered: dict[int, int] = {}
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return lowered
+    for tid in tids:
+        if tid == api.native_id:
+            continue
+        try:
+            old = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, old + SEARCH_NICE))
+        except OSError:  # a thread that ended, or a system that refuses
+            continue
+        lowered[tid] = old
+    return lowered
+
+
+def restore_cpu(lowered: dict[int, int]) -> None:
+    """Give the threads their priorities back (raising one again may be refused to an
+    unprivileged process, which keeps it lowered; a thread that ended is passed over)."""
+    for tid, old in lowered.items():
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, old)

@@ -103,3 +103,36 @@ def test_a_run_told_not_to_serve_makes_searches_wait(music: Path, tmp_path: Path
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_the_run_yields_the_cpu_to_the_api_thread() -> None:
+    import threading
+
+    from indexer.owner import SEARCH_NICE, restore_cpu, yield_cpu_to
+
+    started, stop = threading.Event(), threading.Event()
+
+    def api() -> None:
+        started.set()
+        stop.wait(10)
+
+    def niceness(tid: int) -> int:
+        return os.getpriority(os.PRIO_PROCESS, tid)
+
+    serving = threading.Thread(target=api)
+    serving.start()
+    started.wait(10)
+    me = threading.get_native_id()
+    before = niceness(me)
+    assert serving.native_id is not None
+    lowered = yield_cpu_to(serving)
+    try:
+        assert niceness(me) == min(19, before + SEARCH_NICE)
+        assert niceness(serving.native_id) == before
+        assert lowered[me] == before
+    finally:
+        stop.set()
+        serving.join()
+        restore_cpu(lowered)
+    if os.geteuid() == 0:  # raising a priority back needs the privilege
+        assert niceness(me) == before
