@@ -123,3 +123,40 @@ def test_decoders_exit_soon_after_their_parent_is_killed(tmp_path: Path) -> None
     finally:
         for line in _session_processes(proc.pid):
             os.kill(int(line.split()[0]), signal.SIGKILL)
+
+
+def test_sigkill_during_the_end_of_run_optimisation_leaves_a_searchable_index(
+    tmp_path: Path,
+) -> None:
+    music = tmp_path / "music"
+    for i in range(FILES):
+        write_audio(music / f"{i:02d}.flac", 20.0, seed=700 + i, rate=16_000, channels=1)
+    data = tmp_path / "data"
+    env = {**os.environ, "INDEXER_DATA_DIR": str(data), "INDEXER_MODEL": "collap-mini",
+           "INDEXER_DECODE_WORKERS": "1"}  # fmt: skip
+    cmd = [sys.executable, "-m", "indexer.cli", "index", str(music), "--json"]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    deadline = time.monotonic() + 240
+    state = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            state = json.loads((data / "status.json").read_text()).get("state")
+        except (OSError, ValueError):
+            state = None
+        if state == "optimizing":
+            break
+        time.sleep(0.002)
+    assert state == "optimizing" and proc.poll() is None, "the run ended before its optimisation"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # the first run pointed the alias at its collection when it started: searchable as it is
+    asked = subprocess.run([sys.executable, "-m", "indexer.cli", "query", "a tone", "--limit",
+                            str(FILES), "--json"], env=env, capture_output=True, text=True,
+                           timeout=120)  # fmt: skip
+    assert asked.returncode == 0, asked.stderr
+    assert len(json.loads(asked.stdout)) == FILES
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["unchanged"] == FILES
