@@ -350,6 +350,15 @@ class Store(Protocol):
 
     def count(self, name: str) -> int: ...
 
+    def generation(self, name: str) -> int | None:
+        """A number that changes whenever the collection's points change through this object
+        (upsert, delete, set_payload, drop), or None where other processes write to it too (a
+        Qdrant server): what a copy of the collection held in memory checks it is current by."""
+
+    def scan(self, name: str, fields: Sequence[str]) -> Iterator[StoredTrack]:
+        """Every point of the collection with the given payload keys and its `song` vector,
+        in pages (what the resident index is built from; indexer/resident.py)."""
+
     def search(
         self,
         name: str,

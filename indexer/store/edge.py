@@ -78,6 +78,9 @@ class EdgeStore:
         self.alias = alias
         (root / "collections").mkdir(parents=True, exist_ok=True)
         self._shards: dict[str, qe.EdgeShard] = {}
+        # this process owns the shard (the data directory's lock): every change goes through
+        # here, so a count of them says exactly when a copy of a collection went stale
+        self._changes: dict[str, int] = {}
 
     # ---- aliases and collections ------------------------------------------------------------
     def _aliases(self) -> dict[str, str]:
@@ -136,6 +139,7 @@ class EdgeStore:
         return old
 
     def drop_collection(self, name: str) -> None:
+        self._changed(name)
         shard = self._shards.pop(name, None)
         if shard is not None:
             shard.close()
@@ -147,17 +151,20 @@ class EdgeStore:
             return
         shard = self._shard(name)
         batch = [qe.Point(p.id, named_vectors(p), p.payload) for p in points]
+        self._changed(name)
         shard.update(qe.UpdateOperation.upsert_points(batch))
         shard.flush()
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         if ids:
             shard = self._shard(name)
+            self._changed(name)
             shard.update(qe.UpdateOperation.delete_points(list(ids)))
             shard.flush()
 
     def set_payload(self, name: str, pid: str, payload: dict[str, Any]) -> None:
         shard = self._shard(name)
+        self._changed(name)
         shard.update(qe.UpdateOperation.set_payload([pid], payload))
         shard.flush()
 
@@ -189,6 +196,29 @@ class EdgeStore:
 
     def count(self, name: str) -> int:
         return int(self._shard(name).count(qe.CountRequest(exact=True)))
+
+    def _changed(self, name: str) -> None:
+        # counted before the write: a reader that copies the collection while a write fails
+        # halfway sees a new number either way
+        self._changes[name] = self._changes.get(name, 0) + 1
+
+    def generation(self, name: str) -> int | None:
+        return self._changes.get(name, 0)
+
+    def scan(self, name: str, fields: Sequence[str]) -> Iterator[StoredTrack]:
+        shard = self._shard(name)
+        offset: Any = None
+        while True:
+            page, offset = shard.scroll(
+                qe.ScrollRequest(
+                    offset=offset, limit=_SCROLL_PAGE, with_payload=list(fields), with_vector=[SONG]
+                )
+            )
+            for rec in page:
+                vec: dict[str, Any] = dict(rec.vector or {})  # type: ignore[arg-type]
+                yield StoredTrack(str(rec.id), dict(rec.payload or {}), vec.get(SONG))
+            if offset is None:
+                return
 
     def search(
         self,

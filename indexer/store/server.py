@@ -164,6 +164,23 @@ class ServerStore:
     def count(self, name: str) -> int:
         return int(self.client.count(name, exact=True).count)
 
+    def generation(self, name: str) -> int | None:
+        """None: store workers and other replicas write to a server, unseen from here."""
+        return None
+
+    def scan(self, name: str, fields: Sequence[str]) -> Iterator[StoredTrack]:
+        offset: Any = None
+        while True:
+            page, offset = self.client.scroll(
+                name, limit=_SCROLL_PAGE, offset=offset, with_payload=list(fields),
+                with_vectors=[SONG],
+            )  # fmt: skip
+            for rec in page:
+                vec: dict[str, Any] = dict(rec.vector or {})  # type: ignore[arg-type]
+                yield StoredTrack(str(rec.id), dict(rec.payload or {}), vec.get(SONG))
+            if offset is None:
+                return
+
     def search(
         self,
         name: str,

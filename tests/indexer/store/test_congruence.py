@@ -253,3 +253,46 @@ def test_edge_first_stage_re_scores_every_candidate_for_a_few_hits(tmp_path: Pat
         assert [h.id for h in got] == [ids[i] for i in exact]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_scan_reads_every_point_with_its_song_vector(backend: str, tmp_path: Path) -> None:
+    store = BACKENDS[backend](tmp_path)
+    try:
+        store.ensure_collection("tracks-a", DIM, FIRST_STAGE_DIM)
+        points = [make_point(i) for i in range(7)]
+        store.upsert("tracks-a", points)
+        got = {t.id: t for t in store.scan("tracks-a", ["artist", "year"])}
+    finally:
+        store.close()
+    assert sorted(got) == sorted(p.id for p in points)
+    for p in points:
+        assert got[p.id].payload == {"artist": p.payload["artist"], "year": p.payload["year"]}
+        assert got[p.id].song == pytest.approx(p.song, abs=1e-6)
+
+
+def test_only_the_edge_store_counts_its_writes(tmp_path: Path) -> None:
+    """The resident index (indexer/resident.py) trusts the count: every write changes it; a
+    server, which other processes write to, has none."""
+    store = edge(tmp_path)
+    try:
+        store.ensure_collection("tracks-a", DIM, FIRST_STAGE_DIM)
+        seen = [store.generation("tracks-a")]
+        store.upsert("tracks-a", [make_point(i) for i in range(3)])
+        seen.append(store.generation("tracks-a"))
+        store.set_payload("tracks-a", make_point(0).id, {"year": 2000})
+        seen.append(store.generation("tracks-a"))
+        store.delete("tracks-a", [make_point(1).id])
+        seen.append(store.generation("tracks-a"))
+        assert store.generation("tracks-b") is not None
+        store.count("tracks-a"), list(store.records("tracks-a"))  # reads change nothing
+        seen.append(store.generation("tracks-a"))
+    finally:
+        store.close()
+    assert len(set(seen[:4])) == 4 and seen[4] == seen[3]
+    local = server(tmp_path)
+    try:
+        local.ensure_collection("tracks-a", DIM, FIRST_STAGE_DIM)
+        assert local.generation("tracks-a") is None
+    finally:
+        local.close()
