@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # requests in parallel on its thread pool, and one thread each keeps the latency tail short
     # (p99 29 vs 61 ms at 100k tracks on 2 cores: threads contend with the store's own)
     search_threads: int = Field(1, ge=1, le=256)
+    # `indexer serve` ranks similar tracks and recommendations from a copy in its memory of at
+    # most this many MB (indexer/resident.py: ~3.4 MB per 1k tracks of 9 clips, ~13 of 48),
+    # so that they never wait on disk; 0, or a catalog that does not fit: from the store
+    resident_mb: int = Field(4096, ge=0)
     # key every API request but the health checks must send in X-API-Key; required to serve
     # on a non-loopback address
     api_key: SecretStr | None = None

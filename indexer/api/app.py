@@ -117,6 +117,8 @@ def create_app(
             return
         url = f"http://{settings.host}:{settings.port}"
         with service.searcher(settings, announce={"api": url}) as searcher:
+            # built before the first request, as the model is (at 100k tracks ~35 s)
+            searcher.keep_resident(settings.resident_mb << 20)
             state["searcher"] = searcher
             metrics.tracks.set_function(searcher.size)
             log.info("serving %s on %s", settings.collection, url)

@@ -30,10 +30,17 @@ from tests.indexer.test_search import cli
 UNKNOWN = "00000000-0000-0000-0000-000000000000"
 
 
-@pytest.fixture
-def searcher(search_catalog: SearchCatalog, model: CoLLAP) -> Iterator[Searcher]:
+@pytest.fixture(params=["store", "resident"])
+def searcher(
+    request: pytest.FixtureRequest, search_catalog: SearchCatalog, model: CoLLAP
+) -> Iterator[Searcher]:
+    """Every test below runs twice: ranking from the store, and from the resident index that
+    `indexer serve` keeps (indexer/resident.py)."""
     with service.session(search_catalog.settings) as s:
-        yield Searcher(s.store, model)
+        found = Searcher(s.store, model)
+        if request.param == "resident":
+            assert found.keep_resident(64 << 20) is not None
+        yield found
 
 
 @pytest.fixture
