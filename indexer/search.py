@@ -70,10 +70,11 @@ log = logging.getLogger(__name__)
 
 # similar tracks and recommendations over the resident index (indexer/resident.py) re-rank this
 # many times the candidates a first stage through the store gathers: its clips are in memory,
-# so a wider net costs ~1 ms per 1000 tracks, not a read each. At 100k tracks
-# (benchmarks/cold.py) recall@10 against exhaustive Chamfer scoring was, for similar, 0.94 at
-# 10x, 0.96 at 20x, 0.97 at 40x; for recommend (whose first stage is already 3x wider) 0.97 at
-# 10x, 0.98 at 20x, at 38 against 58 ms p50
+# so a wider net costs ~1 ms per 1000 tracks, not a read each. At 100k tracks (the
+# benchmarks/cold.py catalog) recall@10 against exhaustive Chamfer scoring was, for similar,
+# 0.94 at 10x, 0.96 at 20x, 0.97 at 40x (the store path's 100: 0.65); for recommend, whose
+# first stage is already 3x wider, 0.97 at 10x, 0.98 at 20x, 0.99 at 40x, where every 10x
+# more cost ~20 ms p50 (20x: 58 against 38 ms in one run)
 SIMILAR_WIDTH = 20
 RECOMMEND_WIDTH = 10
 # a segment keeps the clips whose evidence lies in the top SEGMENT_KEEP of the range from the
@@ -687,9 +688,15 @@ class Searcher:
         built now; None when there is nothing to copy or it would not fit."""
         self._resident_bytes = max_bytes
         try:
-            return self._resident_index(self.collection())
+            index = self._resident_index(self.collection())
         except IndexUnavailable:
             return None  # built by the first request once there is an index
+        if index is not None and len(index):
+            # the int8 kernels set themselves up on their first calls (~10 ms): not on the
+            # first request's time
+            seed = index.float_clips(0)
+            _index_chamfer(index, [seed], index.nearest(centroid(seed)[None], [10])[0])
+        return index
 
     def _resident_index(self, target: str) -> ResidentIndex | None:
         """The copy of `target` as it is now, rebuilt if the store changed since."""
