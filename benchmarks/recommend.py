@@ -8,7 +8,9 @@ nearest by song vector, as a listener's liked tracks resemble each other) and di
 (drawn the same way elsewhere), limit 10.
 
 Measured on the same store and requests:
-- `Searcher.recommend` (what `POST /recommend` runs): union first stage, clip-level re-rank;
+- `Searcher.recommend` through the store (what `indexer recommend` runs): union first stage,
+  clip-level re-rank; and over the resident index `indexer serve` keeps for `POST /recommend`
+  (indexer/resident.py; its cold-cache figures are benchmarks/cold.py's);
 - Qdrant's recommend strategies on the `song` vectors, as a Qdrant server would run them for
   ids: average vector (a nearest search for 2·mean(liked) − mean(disliked)), best score and
   sum of scores (Qdrant Edge's RecommendBestScore / RecommendSumScores), the liked and disliked
@@ -47,7 +49,7 @@ TRACKS = int(os.environ.get("RECOMMEND_BENCH_TRACKS", "10000"))
 REQUESTS = 40
 LIKED, DISLIKED, NEAR = 3, 1, 20
 WARM_UP = 5
-METHODS = ("ours", "ours_wide", "average_vector", "best_score", "sum_scores")
+METHODS = ("ours", "ours_wide", "resident", "average_vector", "best_score", "sum_scores")
 WIDE = 200  # INDEXER_CANDIDATES of the second row of ours (the default is 100)
 
 
@@ -149,6 +151,8 @@ def _measure(settings: Any, asked: list[tuple[list[str], list[str]]]) -> dict[st
             return [str(h.id) for h in shard.query(request)]
 
         wide = Searcher(store, searcher.model, WIDE, settings.max_query_chars)
+        resident = Searcher(store, searcher.model, settings.candidates, settings.max_query_chars)
+        assert resident.keep_resident(settings.resident_mb << 20) is not None
 
         def ours(liked: list[str], disliked: list[str], s: Searcher = searcher) -> list[str]:
             return [h.id for h in s.recommend(liked, disliked, page=Page(10))]
@@ -159,6 +163,8 @@ def _measure(settings: Any, asked: list[tuple[list[str], list[str]]]) -> dict[st
                     run = ours
                 case "ours_wide":
                     run = lambda a, b: ours(a, b, wide)  # noqa: E731
+                case "resident":
+                    run = lambda a, b: ours(a, b, resident)  # noqa: E731
                 case _:
                     run = lambda a, b, m=method: qdrant(m, a, b)  # noqa: E731
             for liked, disliked in asked[:WARM_UP]:
@@ -213,8 +219,9 @@ def run() -> str:
     with multiprocessing.get_context("spawn").Pool(1) as workers:
         measured = workers.apply(_measure, (settings, named))
     labels = {
-        "ours": "`POST /recommend` (union first stage, clip-level re-rank)",
-        "ours_wide": f"`POST /recommend` with `INDEXER_CANDIDATES={WIDE}`",
+        "ours": "`indexer recommend` (the store: union first stage, clip-level re-rank)",
+        "ours_wide": f"`indexer recommend` with `INDEXER_CANDIDATES={WIDE}`",
+        "resident": "`POST /recommend` (`indexer serve`'s resident index, benchmarks/cold.py)",
         "average_vector": "Qdrant recommend, average vector",
         "best_score": "Qdrant recommend, best score",
         "sum_scores": "Qdrant recommend, sum of scores",
@@ -248,7 +255,9 @@ def run() -> str:
         "each method also returns. The Qdrant rows rank by song vectors alone, as Qdrant's API "
         "can; their timing includes reading the named tracks' vectors by id. Ours re-ranks "
         "the union of the average-vector query's 2 x `INDEXER_CANDIDATES` nearest tracks and "
-        "each liked track's share of `INDEXER_CANDIDATES`.\n\n"
+        "each liked track's share of `INDEXER_CANDIDATES`; the resident index gathers "
+        "the same union over clip centroids, ten times as wide, and re-ranks it from int8 "
+        "clips in memory.\n\n"
         "| method | recall@10 | overlap with ours | p50 ms | p99 ms |\n"
         "|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         f"`POST /batch/similar` for {len(asked)} seeds (the first liked track of each request; "

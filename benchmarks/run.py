@@ -29,6 +29,7 @@ BENCHMARKS = {
     "page": "benchmarks.page",
     "tagger": "benchmarks.tagger",
     "recommend": "benchmarks.recommend",
+    "cold": "benchmarks.cold",
     "locate": "benchmarks.locate",
     "catalog": "benchmarks.catalog",
     "coldquery": "benchmarks.coldquery",
