@@ -747,7 +747,7 @@ class Searcher:
             lists = index.nearest(queries, [width] * len(seeds), index.mask(page.exclude))
         lists = [rows[rows != mine] for rows, mine in zip(lists, own, strict=True)]
         if not any(len(rows) for rows in lists) and all(seed.id is None for seed in seeds):
-            _nothing_found(where)
+            _nothing_found(where, self.empty)
         ranked: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[int]]] = []
         for seed, rows in zip(seeds, lists, strict=True):
             if not len(rows):
@@ -844,10 +844,7 @@ class Searcher:
 
     def _fusion(self, emb: Any, clips: list[np.ndarray], times: list[np.ndarray]) -> np.ndarray:
         """The text's fusion score (C,) of each track's clips (N_i, D) at their times."""
-        from collap_model.outputs import ClipBatch
-
-        fused = self.model.score_only(emb, ClipBatch.of_arrays(clips, times))
-        out: np.ndarray = fused[0].float().cpu().numpy()
+        out: np.ndarray = self.scorer.scores(emb, clips, times)
         return out
 
     # ---- recommendations ------------------------------------------------------------------------
