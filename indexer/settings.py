@@ -52,9 +52,9 @@ class Settings(BaseSettings):
     # see new tracks soon (indexer/owner.py)
     flush_seconds: float = Field(5.0, gt=0)
     # the run stops, with one line, before a store write when the data directory's file
-    # system has less free space than this: Qdrant Edge writes through memory maps, and a
-    # full disk kills a process writing one with SIGBUS (measured on a full tmpfs), losing
-    # the batch and saying nothing; what was written stays and the next run goes on from it
+    # system has less free space than this: Qdrant Edge writes through memory maps, where a
+    # write the disk has no room for is a SIGBUS, not an error (a run on a full 3 MB tmpfs
+    # died so, silently); what was written stays and the next run goes on from it
     min_free_mb: int = Field(256, ge=0)
     # an `indexer index` run on the embedded store serves searches on a loopback port while
     # it writes, so `indexer query` and the like answer through it (indexer/owner.py)

@@ -1,7 +1,6 @@
 """A data directory that fills up: the run stops before a store write with one clear line,
-what was written stays, and the next run goes on from it (issue 17). Without the check a full
-file system killed `indexer index` with SIGBUS inside Qdrant Edge's memory-mapped writes,
-silently (measured on a full tmpfs)."""
+what was written stays, and the next run goes on from it (issue 17). Without the check a run
+on a full 3 MB tmpfs died with SIGBUS inside Qdrant Edge's memory-mapped writes, silently."""
 
 from __future__ import annotations
 
