@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.query import CACHE, build_store, percentiles, synthesise
-from benchmarks.recommend import exhaustive, pool, requests
+from benchmarks.query import percentiles
+from benchmarks.recommend import exhaustive, store_and_requests
 
 TRACKS = int(os.environ.get("COLD_BENCH_TRACKS", "100000"))
 REQUESTS = 40
@@ -96,19 +96,13 @@ def _measure(
 
 
 def run() -> str:
-    from collap_model.checkpoint import load_model
     from indexer.search import chamfer
     from indexer.settings import Settings
 
-    model = load_model(device="cpu")
-    sources = pool(model)
-    tracks, songs, first, times = synthesise(model, sources, TRACKS, seed=TRACKS + 1)
-    data_dir = CACHE / f"recommend-store-{TRACKS}-{model.fingerprint}"
-    built = build_store(data_dir, model, tracks, songs, first, times)
-    asked = requests(songs, REQUESTS, seed=1)
+    tracks, data_dir, built, asked = store_and_requests(TRACKS, REQUESTS)
     stored = np.concatenate(tracks).astype(np.float16).astype(np.float32)
     sizes = np.array([t.shape[0] for t in tracks])
-    del tracks, first, times
+    del tracks
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     kept = [stored[a : a + n] for a, n in zip(starts, sizes, strict=True)]
 

@@ -30,6 +30,7 @@ import os
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -191,16 +192,22 @@ def _measure(settings: Any, asked: list[tuple[list[str], list[str]]]) -> dict[st
     return out
 
 
-def run() -> str:
+def store_and_requests(n: int, count: int) -> tuple[list[np.ndarray], Path, float, list[Any]]:
+    """n tracks' clips (N_i, D) from the shipped model, their store (built unless cached), the
+    seconds its build took, and `count` (liked, disliked) requests over them."""
     from collap_model.checkpoint import load_model
-    from indexer.settings import Settings
 
     model = load_model(device="cpu")
-    sources = pool(model)
-    tracks, songs, first, times = synthesise(model, sources, TRACKS, seed=TRACKS + 1)
-    data_dir = CACHE / f"recommend-store-{TRACKS}-{model.fingerprint}"
+    tracks, songs, first, times = synthesise(model, pool(model), n, seed=n + 1)
+    data_dir = CACHE / f"recommend-store-{n}-{model.fingerprint}"
     built = build_store(data_dir, model, tracks, songs, first, times)
-    asked = requests(songs, REQUESTS, seed=1)
+    return tracks, data_dir, built, requests(songs, count, seed=1)
+
+
+def run() -> str:
+    from indexer.settings import Settings
+
+    tracks, data_dir, built, asked = store_and_requests(TRACKS, REQUESTS)
     name = [[str(uuid.UUID(int=i)) for i in side] for pair in asked for side in pair]
     named = [(name[2 * k], name[2 * k + 1]) for k in range(len(asked))]
     stored = np.concatenate(tracks).astype(np.float16).astype(np.float32)
