@@ -3,10 +3,15 @@ with tags, plus corrupt files. Signals are chords with a beat, distinct per `see
 
 from __future__ import annotations
 
+import json
 import math
 import struct
+import subprocess
+import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -219,3 +224,26 @@ def corrupt_files(folder: Path) -> dict[str, Path]:
         "truncated": truncated,
         "garbage": garbage,
     }
+
+
+def wait_for_status(
+    proc: subprocess.Popen[Any],
+    data: Path,
+    reached: Callable[[dict[str, Any]], bool],
+    every: float = 0.05,
+    within: float = 240,
+) -> dict[str, Any]:
+    """Read an `indexer index` run's status.json (in the data directory `data`) every `every`
+    seconds until `reached` holds of it, the run ends or `within` seconds pass; the last status
+    read ({} before the first)."""
+    deadline = time.monotonic() + within
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            status = json.loads((data / "status.json").read_text())
+        except (OSError, ValueError):
+            status = {}
+        if reached(status):
+            break
+        time.sleep(every)
+    return status

@@ -13,7 +13,7 @@ from pathlib import Path
 from indexer import service
 from indexer.settings import Settings
 from indexer.store.edge import EdgeStore
-from tests.indexer.fixtures import write_audio
+from tests.indexer.fixtures import wait_for_status, write_audio
 
 # the run embeds about 15 files a second here: 30 leave ~2 s between the third file showing in
 # status.json (written every 0.25 s) and the end of the run
@@ -37,16 +37,7 @@ def test_sigkill_mid_run_then_rerun_indexes_everything_once(tmp_path: Path) -> N
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
-    deadline = time.monotonic() + 240
-    done = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            done = json.loads((data / "status.json").read_text()).get("files_done", 0)
-        except (OSError, ValueError):
-            done = 0
-        if done >= 3:
-            break
-        time.sleep(0.05)
+    done = wait_for_status(proc, data, lambda s: s.get("files_done", 0) >= 3).get("files_done", 0)
     assert proc.poll() is None, "the run finished before it could be killed"
     assert done >= 3
     os.killpg(proc.pid, signal.SIGKILL)  # the indexer and its decoder processes
@@ -102,14 +93,7 @@ def test_decoders_exit_soon_after_their_parent_is_killed(tmp_path: Path) -> None
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if json.loads((data / "status.json").read_text()).get("files_done", 0) >= 1:
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
+        wait_for_status(proc, data, lambda s: s.get("files_done", 0) >= 1)
         assert proc.poll() is None, "the run finished before it could be killed"
         assert len(_session_processes(proc.pid)) >= 3  # the indexer, decoders, tracker
         os.kill(proc.pid, signal.SIGKILL)
@@ -138,16 +122,8 @@ def test_sigkill_during_the_end_of_run_optimisation_leaves_a_searchable_index(
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
-    deadline = time.monotonic() + 240
-    state = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            state = json.loads((data / "status.json").read_text()).get("state")
-        except (OSError, ValueError):
-            state = None
-        if state == "optimizing":
-            break
-        time.sleep(0.002)
+    optimizing = wait_for_status(proc, data, lambda s: s.get("state") == "optimizing", every=0.002)
+    state = optimizing.get("state")
     assert state == "optimizing" and proc.poll() is None, "the run ended before its optimisation"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

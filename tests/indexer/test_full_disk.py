@@ -9,13 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.indexer.fixtures import write_audio
+from tests.indexer.fixtures import wait_for_status, write_audio
 
 FILES = 12
 SLOW_FILES = 30
@@ -102,14 +101,7 @@ def test_a_disk_that_fills_mid_run_stops_cleanly_and_the_next_run_goes_on(
     cmd = [sys.executable, "-m", "indexer.cli", "index", str(music)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
-    deadline = time.monotonic() + 240
-    done = 0
-    while time.monotonic() < deadline and proc.poll() is None and done < 3:
-        try:
-            done = json.loads((data / "status.json").read_text()).get("files_done", 0)
-        except (OSError, ValueError):
-            done = 0
-        time.sleep(0.05)
+    wait_for_status(proc, data, lambda s: s.get("files_done", 0) >= 3)
     assert proc.poll() is None, "the run finished before the disk could fill"
     # another program fills the disk to 30 MB free, below the 40 the run needs
     filler = small_disk / "filler"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from indexer.lock import read_json
-from tests.indexer.fixtures import write_audio
+from tests.indexer.fixtures import wait_for_status, write_audio
 
 FILES = 30
 
@@ -29,15 +29,11 @@ def _start(music: Path, data: Path, **env: str) -> subprocess.Popen[str]:
 
 
 def _wait_for_files(proc: subprocess.Popen[str], data: Path, files: int) -> None:
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if json.loads((data / "status.json").read_text()).get("files_done", 0) >= files:
-                return
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    pytest.fail("the run ended before it could be asked")
+    if (
+        wait_for_status(proc, data, lambda s: s.get("files_done", 0) >= files).get("files_done", 0)
+        < files
+    ):
+        pytest.fail("the run ended before it could be asked")
 
 
 def _cli(data: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
