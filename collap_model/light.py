@@ -82,7 +82,7 @@ class LightModel:
         self._source, self._device = name_or_path, device
         self._full: CoLLAP | None = None
         owned = load_file(str(weights))
-        self.w = {k: v.astype(np.float32) for k, v in owned.items()
+        self.w = {k: v.astype(np.float32, copy=False) for k, v in owned.items()
                   if k.startswith(("text_encoder.", "fusion."))}  # fmt: skip
         self.bert = _Bert(backbone)
         self.tokenizer = Tokenizer(backbone, self.bert.config.pad_token_id)
@@ -245,7 +245,9 @@ class _Bert:
 
         self.config = BertConfig.read(directory)
         state = load_file(str(directory / WEIGHTS))
-        self.w = {k.removeprefix("bert."): v.astype(np.float32) for k, v in state.items()}
+        self.w = {
+            k.removeprefix("bert."): v.astype(np.float32, copy=False) for k, v in state.items()
+        }
         self.eps = self.config.layer_norm_eps
 
     def _norm(self, name: str, x: Array) -> Array:

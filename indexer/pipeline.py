@@ -167,7 +167,6 @@ class IndexRun:
             # the first index: searchable while it is written (indexer/owner.py), and after
             # an interrupted run, what that run wrote
             self.store.switch_alias(self.target)
-            self.summary.alias_switched = True
         unlisted: list[tuple[CatalogFile, str]] = []
         files = list(scan(roots, self.settings.extensions, unlisted))
         records, failures = self.store.records(self.target), self.failures.by_path()
@@ -183,7 +182,8 @@ class IndexRun:
         self._check_space()
         self.store.optimize(self.target)
         if current != self.target:
-            self.store.switch_alias(self.target)
+            if current is not None:  # (a first run pointed the alias here when it started)
+                self.store.switch_alias(self.target)
             for old in self.store.collections():
                 if old != self.target:
                     self.store.drop_collection(old)
@@ -343,7 +343,6 @@ class IndexRun:
     def _check_space(self) -> None:
         """DataDirFull before a write when the data directory's file system is nearly full."""
         data = self.settings.data_dir
-        data.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(data).free
         need = self.settings.min_free_mb << 20
         if free < need:
