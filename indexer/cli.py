@@ -32,7 +32,24 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
         sys.stderr.write(f"waiting: {printable(busy_message(settings.data_dir, owner))}\n")
 
-    summary = service.index(settings, args.paths, progress=progress, on_wait=waiting)
+    def handed_off(owner: dict[str, Any]) -> None:
+        from indexer.lock import busy_message
+
+        who = busy_message(settings.data_dir, owner)
+        sys.stderr.write(
+            f"handed over: {printable(who)} indexes in the background and keeps answering; "
+            "this command follows the job (Ctrl-C stops following, not the job)\n"
+        )
+
+    from indexer.background import StillRunning
+
+    try:
+        summary = service.index(
+            settings, args.paths, progress=progress, on_wait=waiting, on_handoff=handed_off
+        )
+    except StillRunning as err:
+        sys.stderr.write(f"indexer: {printable(str(err))}\n")
+        return 130
     if args.json:
         sys.stdout.write(json.dumps(summary.as_dict()) + "\n")
     else:
@@ -51,12 +68,17 @@ def _print_status(info: dict[str, Any]) -> None:
     if info["live"]:
         p = info.get("progress") or {}
         sys.stdout.write(f"{printable(info['owner'])}\n")
-        if p:
+        if p.get("state"):
             # every file is embedded and written; the run indexes the collection before it ends
             finishing = ", optimizing the collection" if p.get("state") == "optimizing" else ""
+            # a job `indexer serve` runs in the background names its folders and who asked
+            job = f" (job of {p['source']}: {', '.join(p['paths'])})" if p.get("job") else ""
             sys.stdout.write(
-                f"progress: {p.get('files_done', 0)}/{p.get('files_total', 0)} files embedded"
-                f"{finishing}\n"
+                printable(
+                    f"progress: {p.get('files_done', 0)}/{p.get('files_total', 0)} files "
+                    f"embedded{finishing}{job}"
+                )
+                + "\n"
             )
         sys.stdout.write(f"failures: {info['failures']}\nstore: {printable(info['store'])}\n")
         return
@@ -368,10 +390,18 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     import redis
     from kombu.exceptions import OperationalError
 
-    from indexer import distributed
+    from indexer import distributed, service
     from workers.app import configure
 
     settings = _settings()
+
+    def say(line: str) -> None:
+        sys.stdout.write(printable(line) + "\n")
+        sys.stdout.flush()
+
+    # while `indexer serve` owns the embedded store, it indexes what changes (no broker)
+    if service.watch_through_owner(settings, args.paths, say):
+        return 0
     configure(settings)
     from workers import tasks
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -125,6 +126,10 @@ class DataDirFull(OSError):
     """The data directory's file system has too little room for the next store write."""
 
 
+class RunStopped(RuntimeError):
+    """The run was asked to stop (its `stop` event); what it embedded is written."""
+
+
 class IndexRun:
     def __init__(
         self,
@@ -134,8 +139,11 @@ class IndexRun:
         model: ModelHandle,
         progress: Progress | None = None,
         publish: Callable[[dict[str, Any]], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.settings = settings
+        # set by a serving process that shuts down (indexer/background.py)
+        self.stop = stop
         self.store = store
         self.failures = failures
         self.model = model
@@ -231,6 +239,13 @@ class IndexRun:
         queue: list[tuple[int, int, int, np.ndarray]] = []  # job, start, end, samples
         batch = self.settings.clip_batch
         while open_jobs:
+            if self.stop is not None and self.stop.is_set():
+                # whole tracks only: the pending ones are written, the rest the next run embeds
+                self._flush_points()
+                raise RunStopped(
+                    f"stopped with {self.summary.indexed} files written in this run; run the "
+                    "job again to go on"
+                )
             msg = pool.get(timeout=_IDLE)
             if msg is None:
                 if queue:

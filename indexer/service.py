@@ -93,15 +93,170 @@ def index(
     progress: Progress | None = None,
     on_wait: Callable[[dict[str, Any] | None], None] | None = None,
     model: ModelHandle | None = None,
+    on_handoff: Callable[[dict[str, Any]], None] | None = None,
+) -> IndexSummary:
+    """Index `paths` here, or, while `indexer serve` owns the embedded store, through it (it
+    runs the job in the background and keeps answering; indexer/background.py); while
+    another `indexer index` run owns it, wait for the store."""
+    from indexer.background import OwnerGone, accepts_jobs
+
+    model = model or ModelHandle(settings)
+    while True:
+        try:
+            return _index_here(settings, paths, progress, model, wait=False)
+        except StoreBusyError:
+            pass
+        owner = read_json(settings.data_dir / "owner.json")
+        if not accepts_jobs(owner):
+            return _index_here(settings, paths, progress, model, on_wait=on_wait)
+        assert owner is not None
+        try:
+            return follow_job(settings, paths, owner, model.fingerprint, progress, on_handoff)
+        except OwnerGone:
+            continue  # it stopped: the store is free, or has a new owner, by the next turn
+
+
+def _index_here(
+    settings: Settings,
+    paths: Sequence[str | Path],
+    progress: Progress | None,
+    model: ModelHandle,
+    wait: bool = True,
+    on_wait: Callable[[dict[str, Any] | None], None] | None = None,
 ) -> IndexSummary:
     from indexer.owner import SharedStore, serving
 
-    model = model or ModelHandle(settings)
-    with session(settings, on_wait=on_wait) as s:
+    with session(settings, wait=wait, on_wait=on_wait) as s:
         store: Any = SharedStore(s.store)
         with serving(s, store, model):
             run = IndexRun(settings, store, s.failures, model, progress=progress, publish=s.publish)
             return run.run(paths)
+
+
+def follow_job(
+    settings: Settings,
+    paths: Sequence[str | Path],
+    owner: dict[str, Any],
+    fingerprint: str,
+    progress: Progress | None = None,
+    on_handoff: Callable[[dict[str, Any]], None] | None = None,
+    by: str = "indexer index",
+) -> IndexSummary:
+    """Hand `paths` to the serving owner and follow its job to the end: its summary; JobFailed
+    with the job's reason; OwnerGone when the owner stopped first (what it wrote stays; the
+    caller goes on itself); StillRunning when interrupted after the owner took the job."""
+    from indexer import background as bg
+
+    data_dir = settings.data_dir
+    job_id = bg.request(data_dir, paths, by, settings.collection, fingerprint)
+    if on_handoff is not None:
+        on_handoff(owner)
+    last: dict[str, Any] | None = None
+    total = -1
+    try:
+        while True:
+            last = bg.state(data_dir, job_id) or last
+            if last is not None and progress is not None:
+                if total != last["files_total"] and last["files_total"]:
+                    total = last["files_total"]
+                    progress.start(total)
+                if total > 0:
+                    progress.update(last["files_done"], last["audio_seconds"])
+            if last is not None and last["state"] in bg.FINAL:
+                break
+            if not _still_owner(settings, owner) and (
+                bg.withdraw(data_dir, job_id) or not _settled(data_dir, job_id)
+            ):
+                raise bg.OwnerGone(busy_message(data_dir, owner) + " stopped")
+            time.sleep(bg.POLL_S)
+    except KeyboardInterrupt:
+        if bg.withdraw(data_dir, job_id):
+            raise
+        raise bg.StillRunning(
+            f"stopped following job {job_id}; {busy_message(data_dir, owner)} goes on with it "
+            "(`indexer status`, GET /index)"
+        ) from None
+    finally:
+        if progress is not None and total > 0:
+            progress.finish()
+    bg.forget(data_dir, job_id)
+    if last["state"] == bg.DONE:
+        return IndexSummary(**last["summary"])
+    if last["state"] == bg.STOPPED:
+        raise bg.OwnerGone(str(last["error"]))
+    raise bg.JobFailed(f"{busy_message(data_dir, owner)} could not index: {last['error']}")
+
+
+def _still_owner(settings: Settings, owner: dict[str, Any]) -> bool:
+    """Whether the process that took a request still owns the store."""
+    now = read_json(settings.data_dir / "owner.json")
+    return (
+        bool(now and now.get("pid") == owner.get("pid"))
+        and DataDirLock(settings.data_dir).is_held_elsewhere()
+    )
+
+
+def _settled(data_dir: Path, job_id: str) -> bool:
+    """Whether a job whose owner is gone reached a final state (read once more: it may have
+    written it just before it went)."""
+    from indexer import background as bg
+
+    found = bg.state(data_dir, job_id)
+    return bool(found and found["state"] in bg.FINAL)
+
+
+def watch_through_owner(
+    settings: Settings,
+    paths: Sequence[str | Path],
+    say: Callable[[str], None],
+    stop: Callable[[], bool] = lambda: False,
+) -> bool:
+    """`indexer watch` on the embedded store while `indexer serve` owns it: hand its folders
+    to the server at first and whenever something in them changes. False (nothing done)
+    when no serving owner takes jobs."""
+    from indexer import background as bg
+    from indexer.distributed import FolderWatcher
+    from indexer.scan import resolve_roots
+
+    owner = read_json(settings.data_dir / "owner.json")
+    if not (
+        settings.embedded
+        and bg.accepts_jobs(owner)
+        and DataDirLock(settings.data_dir).is_held_elsewhere()
+    ):
+        return False
+    assert owner is not None
+    roots = resolve_roots(paths)
+    watcher = FolderWatcher(roots, settings.extensions, settings.watch_settle)
+    watcher.baseline()
+    fingerprint = ModelHandle(settings).fingerprint
+    sent: list[str] = []
+
+    def hand_over() -> None:
+        by, collection = "indexer watch", settings.collection
+        sent.append(bg.request(settings.data_dir, roots, by, collection, fingerprint))
+
+    hand_over()
+    who = busy_message(settings.data_dir, owner)
+    say(f"watching {', '.join(map(str, roots))}: {who} indexes them (a full scan first)")
+    while not stop():
+        time.sleep(settings.watch_interval)
+        if not _still_owner(settings, owner):
+            raise bg.OwnerGone(
+                f"{who} stopped: run `indexer watch` again to go on (through the next owner, "
+                "or through the workers)"
+            )
+        for job_id in [j for j in sent if _settled(settings.data_dir, j)]:
+            found = bg.state(settings.data_dir, job_id) or {}
+            if found.get("state") == bg.FAILED:
+                say(f"the job failed: {found.get('error')}")
+            bg.forget(settings.data_dir, job_id)
+            sent.remove(job_id)
+        ready, deleted = watcher.poll()
+        if ready or deleted:
+            hand_over()
+            say(f"handed over {len(ready)} new or changed file(s), {len(deleted)} deletion(s)")
+    return True
 
 
 def status(settings: Settings) -> dict[str, Any]:
@@ -157,24 +312,41 @@ def searcher(
     with session(settings, wait=wait, on_wait=on_wait) as s:
         if announce:
             s.announce(**announce)
-        model: Any = None
-        if light:
-            from collap_model.light import load_light
-
-            model = load_light(settings.model, device=settings.device)
-        if model is None:
-            import torch
-
-            from collap_model.checkpoint import load_model
-            from collap_model.text_encoder import TextBackend
-
-            torch.set_num_threads(settings.search_threads)
-            # searching only encodes text: no transformers import where plain torch runs the
-            # backbone (importing transformers was the largest part of a cold `indexer query`)
-            model = load_model(
-                settings.model, device=settings.device, text_backend=TextBackend.AUTO
-            )
+        model = _search_model(settings, light)
         yield Searcher(s.store, model, settings.candidates, settings.max_query_chars)
+
+
+@contextlib.contextmanager
+def serving(settings: Settings, url: str) -> Iterator[tuple[Session, Searcher]]:
+    """What `indexer serve` holds while it runs: the open store, which its searches and its
+    index jobs (indexer/background.py) take turns on, and the searcher with the torch model
+    (the jobs embed audio with it too)."""
+    from indexer.owner import SharedStore
+    from indexer.search import Searcher
+
+    with session(settings) as s:
+        s.announce(api=url)
+        s.store = SharedStore(s.store)
+        model = _search_model(settings, light=False)
+        yield s, Searcher(s.store, model, settings.candidates, settings.max_query_chars)
+
+
+def _search_model(settings: Settings, light: bool) -> Any:
+    if light:
+        from collap_model.light import load_light
+
+        found = load_light(settings.model, device=settings.device)
+        if found is not None:
+            return found
+    import torch
+
+    from collap_model.checkpoint import load_model
+    from collap_model.text_encoder import TextBackend
+
+    torch.set_num_threads(settings.search_threads)
+    # searching only encodes text: no transformers import where plain torch runs the backbone
+    # (importing transformers was the largest part of a cold `indexer query`)
+    return load_model(settings.model, device=settings.device, text_backend=TextBackend.AUTO)
 
 
 def find(

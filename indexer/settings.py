@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     # are re-ranked at clip level, so deep pages cost in proportion
     max_offset: int = Field(1000, ge=0)
     max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies are refused (413)
+    # folders `POST /index` may start indexing of, each with its subfolders (comma-separated
+    # in the environment); none: the route refuses every folder (403). A request never names
+    # any other path the server reads (indexer/background.py)
+    serve_catalogs: Annotated[tuple[str, ...], NoDecode] = ()
     # ---- distributed indexing (workers/, Celery + Redis) ----
     broker_url: str = "redis://127.0.0.1:6379/0"  # Celery broker; also holds queue bookkeeping
     result_backend: str = "redis://127.0.0.1:6379/1"  # Celery results (status/ping replies only)
@@ -138,7 +142,7 @@ class Settings(BaseSettings):
             return tuple("." + str(v).strip().lower().lstrip(".") for v in value)
         return value
 
-    @field_validator("catalogs", mode="before")
+    @field_validator("catalogs", "serve_catalogs", mode="before")
     @classmethod
     def _split_catalogs(cls, value: object) -> object:
         if isinstance(value, str):

@@ -35,11 +35,15 @@ from indexer.api.schemas import (
     BatchHits,
     Health,
     Hits,
+    IndexRequest,
+    JobOne,
+    JobsOut,
     LocatedOut,
     Problem,
     Track,
     request_models,
 )
+from indexer.background import BackgroundIndexer, NotAllowed, allowed_catalog
 from indexer.search import EMPTY, IndexUnavailable, QueryError, Searcher, TrackNotFound
 from indexer.settings import Settings
 
@@ -104,6 +108,7 @@ def create_app(
     metrics = Metrics()
     key = settings.api_key.get_secret_value().encode() if settings.api_key else None
     state: dict[str, Searcher] = {}
+    jobs: dict[str, BackgroundIndexer] = {}  # `indexer serve`'s, while it runs
 
     opening = threading.Lock()
 
@@ -115,15 +120,35 @@ def create_app(
             yield
             state.clear()
             return
+        from indexer.background import HANDOFF
+        from indexer.pipeline import ModelHandle
+
         url = f"http://{settings.host}:{settings.port}"
-        with service.searcher(settings, announce={"api": url}) as searcher:
+        with service.serving(settings, url) as (session, searcher):
             # built before the first request, as the model is (at 100k tracks ~35 s)
             searcher.keep_resident(settings.resident_mb << 20)
             state["searcher"] = searcher
             metrics.tracks.set_function(searcher.size)
+            indexer = BackgroundIndexer(
+                settings,
+                searcher.store,
+                ModelHandle(settings, model=searcher.model),  # type: ignore[arg-type]
+                publish=session.publish,
+                # commands hand jobs over through the data directory (embedded store only:
+                # with a Qdrant server they index themselves)
+                inbox=settings.data_dir / HANDOFF if settings.embedded else None,
+            )
+            indexer.start()
+            jobs["indexer"] = indexer
+            session.announce(jobs=True)
             log.info("serving %s on %s", settings.collection, url)
-            yield
-            state.clear()
+            try:
+                yield
+            finally:
+                session.announce(jobs=False)
+                jobs.clear()
+                indexer.close()
+                state.clear()
 
     def searcher() -> Searcher:
         found = state.get("searcher")
@@ -233,6 +258,48 @@ def create_app(
         (what `indexer locate --json` prints)."""
         return s.locate(str(track_id), body.query).as_dict()  # type: ignore[attr-defined]
 
+    def background() -> BackgroundIndexer:
+        found = jobs.get("indexer")
+        if found is None:
+            raise HTTPException(
+                409,
+                "this process is an `indexer index` run, which takes no other jobs: its "
+                "folders are indexed when it ends (or index through `indexer serve`)",
+            )
+        return found
+
+    Jobs = Annotated[BackgroundIndexer, Depends(background)]
+
+    @app.post(
+        "/index",
+        status_code=202,
+        response_model=JobOne,
+        responses={
+            **ERRORS,
+            403: {"model": Problem, "description": "not a folder of INDEXER_SERVE_CATALOGS"},
+            404: {"model": Problem, "description": "no such folder (inside an allowed one)"},
+            409: {"model": Problem, "description": "this process takes no index jobs"},
+        },
+        dependencies=guarded,
+    )
+    def start_index(body: IndexRequest, j: Jobs) -> dict[str, Any]:
+        """Index a catalog folder in the background while the server answers: one of
+        INDEXER_SERVE_CATALOGS or a folder inside one (never another path); a job already
+        queued for the folder is answered instead of a second. Follow it with GET /index."""
+        try:
+            folder = allowed_catalog(settings, body.catalog)
+        except NotAllowed as err:
+            raise HTTPException(403, str(err)) from None
+        except FileNotFoundError as err:
+            raise HTTPException(404, str(err)) from None
+        return {"job": j.submit([str(folder)], "api").as_dict()}
+
+    @app.get("/index", response_model=JobsOut, responses=ERRORS, dependencies=guarded)
+    def list_jobs(j: Jobs) -> dict[str, Any]:
+        """The index jobs (POST /index, and those `indexer index` and `indexer watch` handed
+        over), newest first, with their progress and summary."""
+        return {"jobs": j.jobs(), "catalogs": list(settings.serve_catalogs)}
+
     @app.get("/healthz", response_model=Health)
     def healthz() -> dict[str, Any]:
         """The process is up (liveness)."""
@@ -242,6 +309,8 @@ def create_app(
     def readyz(response: Response) -> dict[str, Any]:
         """The model is loaded and the index is searchable (readiness)."""
         s = state.get("searcher") if open_searcher is None else searcher()
+        indexer = jobs.get("indexer")
+        indexing = {"indexing": indexer.current()} if indexer is not None else {}
         if s is None:
             response.status_code = 503
             return {"status": "starting"}
@@ -249,15 +318,16 @@ def create_app(
             target = s.collection()
         except IndexUnavailable as err:
             response.status_code = 503
-            return {"status": str(err)}
+            return {"status": str(err), **indexing}
         tracks = s.size()
         if tracks == 0:
             response.status_code = 503
-            return {"status": EMPTY, "tracks": 0}
+            return {"status": EMPTY, "tracks": 0, **indexing}
         return {
             "status": "ready",
             "tracks": tracks,
             "fingerprint": target.removeprefix(s.store.alias + "-"),
+            **indexing,
         }
 
     @app.get("/metrics", dependencies=guarded, response_class=Response)

@@ -256,7 +256,56 @@ class Problem(BaseModel):
     detail: Any
 
 
+class IndexRequest(BaseModel):
+    """A folder to index: one of INDEXER_SERVE_CATALOGS or a folder inside one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    catalog: str = Field(min_length=1, max_length=4096, pattern=r"^/", description="absolute path")
+
+
+class IndexSummaryOut(BaseModel):
+    indexed: int
+    unchanged: int
+    failed: int
+    skipped_failed: int
+    removed: int
+    audio_seconds: float
+    seconds: float
+    collection: str
+    fingerprint: str
+    alias_switched: bool
+
+
+class JobOut(BaseModel):
+    id: str
+    paths: list[str]
+    source: str = Field(description='"api", or the command that handed it over')
+    state: str = Field(description="queued, indexing, optimizing, done, failed or stopped")
+    submitted: float = Field(description="Unix time")
+    started: float | None = None
+    finished: float | None = None
+    files_done: int = Field(description="files embedded or failed so far")
+    files_total: int = Field(description="files the job embeds (0 until it has planned)")
+    audio_seconds: float
+    summary: IndexSummaryOut | None = Field(None, description="what `indexer index --json` prints")
+    error: str | None = None
+    queued: int | None = Field(None, description="jobs waiting (in /readyz)")
+
+
+class JobOne(BaseModel):
+    job: JobOut
+
+
+class JobsOut(BaseModel):
+    jobs: list[JobOut] = Field(description="newest first (the last 100 finished ones kept)")
+    catalogs: list[str] = Field(description="the folders POST /index may index")
+
+
 class Health(BaseModel):
     status: str
     tracks: int | None = None
     fingerprint: str | None = None
+    indexing: JobOut | None = Field(
+        None, description="the index job this server runs now, or the next queued one"
+    )
