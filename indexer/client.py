@@ -169,6 +169,17 @@ class Client:
         found: dict[str, Any] = self._call("GET", "/readyz")
         return found
 
+    def index(self, catalog: str) -> dict[str, Any]:
+        """POST /index: start indexing a folder the server is configured to index (one of
+        INDEXER_SERVE_CATALOGS or inside one) in the background; the job (id, state, ...)."""
+        found: dict[str, Any] = self._post("/index", {"catalog": catalog})["job"]
+        return found
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """GET /index: the server's index jobs, newest first, with progress and summary."""
+        found: list[dict[str, Any]] = self._call("GET", "/index")["jobs"]
+        return found
+
     # ---- transport ----------------------------------------------------------------------------
     def _post(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
         found: dict[str, Any] = self._call("POST", route, body)

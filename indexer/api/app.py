@@ -40,6 +40,7 @@ from indexer.api.schemas import (
     JobsOut,
     LocatedOut,
     Problem,
+    Ready,
     Track,
     request_models,
 )
@@ -305,7 +306,7 @@ def create_app(
         """The process is up (liveness)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+    @app.get("/readyz", response_model=Ready, responses={503: {"model": Ready}})
     def readyz(response: Response) -> dict[str, Any]:
         """The model is loaded and the index is searchable (readiness)."""
         s = state.get("searcher") if open_searcher is None else searcher()

@@ -306,6 +306,9 @@ class Health(BaseModel):
     status: str
     tracks: int | None = None
     fingerprint: str | None = None
+
+
+class Ready(Health):
     indexing: JobOut | None = Field(
         None, description="the index job this server runs now, or the next queued one"
     )

@@ -573,7 +573,9 @@ def test_schema_fuzz_with_values_json_has_not_got(
                 continue
             valid = _example(content["application/json"]["schema"], spec, track)
             status, detail = server.call(method.upper(), route, valid)
-            assert status == 200, (route, detail)
+            # this server may index no folder (INDEXER_SERVE_CATALOGS): POST /index refuses
+            # a valid body by configuration, and still reads every mutated one first
+            assert status == 200 or (route, status) == ("/index", 403), (route, detail)
             for path, leaf in _leaves(valid):
                 if isinstance(leaf, int | float) and not isinstance(leaf, bool):
                     refused = [float("nan"), float("inf"), float("-inf"), "1e999"]
