@@ -41,11 +41,19 @@ SEARCH_NICE = 10
 
 class SharedStore:
     """A store two threads use, the run writing and the API reading: one call at a time, and
-    an iterator a call returns is read whole inside it."""
+    an iterator a call returns is read whole inside it.
+
+    The run's thread works SEARCH_NICE levels below the API's, but a search waits for the
+    lock while a store call of the run holds it; at that lower priority the decoders and the
+    model, which compete with it at the same level, stretched a 40 ms write to 0.5 s (a
+    priority inversion: the tail of searches during a run). So a thread holding the lock runs
+    at the priority the store was shared at, where the system allows raising it back (root,
+    or RLIMIT_NICE), and at its own otherwise."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._lock = threading.Lock()
+        self._priority = _own_priority()
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._store, name)
@@ -53,11 +61,37 @@ class SharedStore:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
+            with self._lock, _at_least(self._priority):
                 out = attr(*args, **kwargs)
                 return list(out) if isinstance(out, Iterator) else out
 
         return call
+
+
+def _own_priority() -> int:
+    """The calling thread's nice value (Linux keeps one per thread; 0 where unknown)."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    except OSError:
+        return 0
+
+
+@contextlib.contextmanager
+def _at_least(priority: int) -> Iterator[None]:
+    """The calling thread at nice `priority` or better for the block, where allowed."""
+    tid = threading.get_native_id()
+    own = _own_priority()
+    raised = False
+    if own > priority:
+        with contextlib.suppress(OSError):  # unprivileged: a nice value is never lowered
+            os.setpriority(os.PRIO_PROCESS, tid, priority)
+            raised = True
+    try:
+        yield
+    finally:
+        if raised:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, tid, own)
 
 
 def serves(store: Store, model: ModelHandle) -> bool:
@@ -75,6 +109,7 @@ def serving(session: Session, store: Store, model: ModelHandle) -> Iterator[str 
         yield None
         return
     import uvicorn
+    from threadpoolctl import threadpool_limits
 
     from indexer.api.app import create_app
 
@@ -110,6 +145,11 @@ def serving(session: Session, store: Store, model: ModelHandle) -> Iterator[str 
     port = server.servers[0].sockets[0].getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     lowered = yield_cpu_to(thread)
+    # NumPy's BLAS (the text side's matrix products) on INDEXER_SEARCH_THREADS threads, as
+    # torch's in a searching process: with one per core, its idle threads spin on the cores
+    # the decoders need. 16 files here: the run took 37 s and searches p99 98 ms; with one
+    # thread, 20 s and 22 ms (benchmarks/owner.py)
+    blas = threadpool_limits(limits=settings.search_threads, user_api="blas")
     session.announce(api=url)
     try:
         yield url
@@ -117,6 +157,7 @@ def serving(session: Session, store: Store, model: ModelHandle) -> Iterator[str 
         session.announce(api=None)  # commands wait for the lock from here, not for this API
         server.should_exit = True
         thread.join(timeout=10)
+        blas.restore_original_limits()
         restore_cpu(lowered)
 
 

@@ -132,3 +132,35 @@ def test_the_run_yields_the_cpu_to_the_api_thread() -> None:
         restore_cpu(lowered)
     if os.geteuid() == 0:  # raising a priority back needs the privilege
         assert niceness(me) == before
+
+
+def test_a_store_call_runs_at_the_priority_the_store_was_shared_at() -> None:
+    """The run's thread, lowered, holds the shared store's lock at the API's priority (else
+    the decoders beside it stretch the write that searches wait for), and goes back after."""
+    import threading
+
+    from indexer.owner import SEARCH_NICE, SharedStore
+
+    if os.geteuid() != 0:
+        pytest.skip("raising a thread's priority back needs the privilege")
+    seen: list[int] = []
+
+    class Store:
+        def write(self) -> None:
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    shared = SharedStore(Store())  # type: ignore[arg-type]
+    after: list[int] = []
+
+    def run() -> None:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, base + SEARCH_NICE))
+        shared.write()
+        after.append(os.getpriority(os.PRIO_PROCESS, tid))
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    assert seen == [base]
+    assert after == [min(19, base + SEARCH_NICE)]
