@@ -154,7 +154,12 @@ API the run serves (what `indexer query` goes through while a run owns the store
 run ends; idle: {IDLE_REQUESTS} of the same requests to `indexer serve` over the finished
 index. {WARM_UP} warm-up requests are not counted. While it serves, the run keeps its own
 threads and decoder processes {SEARCH_NICE} nice levels below its API thread
-(indexer/owner.py): without that, p99 during the run was 847 ms (30.6x idle) here.
+(indexer/owner.py): without that, p99 during the run was 847 ms (30.6x idle) here. Two more
+causes of the tail, measured and removed (2026-12-03): NumPy's BLAS threads, one per core,
+spun on the cores the decoders needed (the run now limits them to INDEXER_SEARCH_THREADS
+while it serves); and the run's lowered thread held the store's lock through writes the
+decoders stretched to 0.5 s (it now holds it at the API's priority). Before both, the same
+benchmark gave p99 81 ms during the run against 15.8 idle (5.1x), and the run took 113 s.
 
 | | requests | p50 ms | p99 ms | slowest ms |
 |---|---|---|---|---|

@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     candidates: int = Field(100, ge=1, le=10_000)
     # torch threads of a searching process (`indexer serve`, `query`, `similar`): the server runs
     # requests in parallel on its thread pool, and one thread each keeps the latency tail short
-    # (p99 29 vs 61 ms at 100k tracks on 2 cores: threads contend with the store's own)
+    # (p99 29 vs 61 ms at 100k tracks on 2 cores: threads contend with the store's own); also
+    # NumPy's BLAS threads while an `indexer index` run serves searches (indexer/owner.py)
     search_threads: int = Field(1, ge=1, le=256)
     # `indexer serve` ranks similar tracks and recommendations from a copy in its memory of at
     # most this many MB (indexer/resident.py: ~3.4 MB per 1k tracks of 9 clips, ~13 of 48),
