@@ -16,11 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-
 from indexer.lock import read_json
 from tests.indexer.api.test_api import KEY, Server, free_port
 from tests.indexer.fixtures import write_audio
-
 
 QUERY = {"query": "a steady tone", "limit": 50}
 
