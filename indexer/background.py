@@ -103,9 +103,13 @@ class BackgroundIndexer:
         model: ModelHandle,
         publish: Callable[[dict[str, Any]], None] = lambda status: None,
         inbox: Path | None = None,
+        busy: Callable[[bool], None] = lambda running: None,
     ) -> None:
         self.settings, self.store, self.model = settings, store, model
         self.publish = publish
+        # told True before a job starts on an idle indexer and False once none is queued (the
+        # server's searcher rebuilds its resident copy then: Searcher.writing)
+        self.busy = busy
         self.inbox = inbox  # handoff/ of the embedded store's data directory; None: none taken
         self._jobs: list[Job] = []
         self._changed = threading.Condition()
@@ -183,16 +187,35 @@ class BackgroundIndexer:
             failures.close()
 
     def _serve_jobs(self, failures: FailureLog) -> None:
+        busy = False
         while not self._stop.is_set():
             self._claim_requests()
             with self._changed:
                 job = next((j for j in self._jobs if j.state == QUEUED), None)
-                if job is None:
+                if job is None and not busy:
                     self._changed.wait(POLL_S)
                     continue
-                job.state, job.started = INDEXING, time.time()
+                if job is not None:
+                    job.state, job.started = INDEXING, time.time()
+            if job is None:
+                busy = False
+                self._idle()
+                continue
+            if not busy:
+                busy = True
+                self._tell_busy(True)
             self._note(job)
             self._run(job, failures)
+
+    def _idle(self) -> None:
+        if not self._stop.is_set():  # a server that stops has no use for a fresh copy
+            self._tell_busy(False)
+
+    def _tell_busy(self, running: bool) -> None:
+        try:
+            self.busy(running)
+        except Exception:  # what the searcher does then is its own concern, never a job's
+            log.exception("telling the server the indexer is %s failed", ("idle", "busy")[running])
 
     def _run(self, job: Job, failures: FailureLog) -> None:
         from indexer.pipeline import IndexRun, RunStopped
@@ -205,16 +228,17 @@ class BackgroundIndexer:
                 job.audio_seconds = float(status.get("audio_seconds", 0.0))
             self._note(job, status)
 
-        run = IndexRun(
-            self.settings, self.store, failures, self.model, publish=progress, stop=self._stop
-        )
+        run: IndexRun | None = None
         try:
+            run = IndexRun(
+                self.settings, self.store, failures, self.model, publish=progress, stop=self._stop
+            )
             summary = run.run(job.paths)
         except RunStopped as err:
-            self._finish(job, STOPPED, str(err), run.summary.as_dict())
+            self._finish(job, STOPPED, str(err), run.summary.as_dict() if run else {})
         except Exception as err:  # a job's failure is the job's, never the server's
             log.exception("index job %s failed", job.id)
-            self._finish(job, FAILED, _reason(err), run.summary.as_dict())
+            self._finish(job, FAILED, _reason(err), run.summary.as_dict() if run else {})
         else:
             self._finish(job, DONE, None, summary.as_dict())
 

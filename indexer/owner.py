@@ -37,11 +37,14 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 30.0
 # how much lower than the API's the priority of the run's own work is while it serves
 SEARCH_NICE = 10
+_END = object()  # what an exhausted iterator gives SharedStore._each
 
 
 class SharedStore:
-    """A store two threads use, the run writing and the API reading: one call at a time, and
-    an iterator a call returns is read whole inside it.
+    """A store two threads use, the run writing and the API reading: one call at a time. An
+    iterator a call returns (a scan of every track, which a server's resident copy is built
+    from) takes the lock for each item it reads, so other calls go in between its pages
+    rather than wait for the whole catalog.
 
     The run's thread works SEARCH_NICE levels below the API's, but a search waits for the
     lock while a store call of the run holds it; at that lower priority the decoders and the
@@ -63,9 +66,17 @@ class SharedStore:
         def call(*args: Any, **kwargs: Any) -> Any:
             with self._lock, _at_least(self._priority):
                 out = attr(*args, **kwargs)
-                return list(out) if isinstance(out, Iterator) else out
+            return self._each(out) if isinstance(out, Iterator) else out
 
         return call
+
+    def _each(self, items: Iterator[Any]) -> Iterator[Any]:
+        while True:
+            with self._lock, _at_least(self._priority):
+                item = next(items, _END)
+            if item is _END:
+                return
+            yield item
 
 
 def _own_priority() -> int:

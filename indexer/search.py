@@ -681,6 +681,7 @@ class Searcher:
     _resident_bytes = 0
     _resident: ResidentIndex | None = None
     _too_large: tuple[str, int] | None = None  # the collection and generation that did not fit
+    _writing = False  # a background job writes: a stale copy waits for the jobs' end (writing)
 
     def keep_resident(self, max_bytes: int) -> ResidentIndex | None:
         """Rank similar tracks and recommendations from an in-memory copy of at most
@@ -709,6 +710,8 @@ class Searcher:
             index = self._resident
             if index is not None and (index.collection, index.generation) == (target, generation):
                 return index
+            if self._writing:
+                return None  # the store answers until the jobs end (see `writing`)
             self._resident = None  # the stale copy goes before its successor is built
             index = ResidentIndex.build(
                 self.store, target, generation, self.model.config.embed_dim, self._resident_bytes
@@ -721,6 +724,54 @@ class Searcher:
                 )  # fmt: skip
             self._resident = index
             return index
+
+    def writing(self, running: bool) -> None:
+        """Told by a server's background indexer (indexer/background.py) before its jobs and
+        after the last queued one. Every batch a job writes makes the copy stale, and a request
+        that rebuilt it would put a scan of the whole store (~35 s at 100k tracks) on its own
+        time, once per batch: while jobs run, similar tracks and recommendations read the store,
+        and when they end the copy is rebuilt here, on the indexer's thread, before requests use
+        it again. The store must be one several threads share (owner.SharedStore), as a
+        server's is: the scan runs outside this searcher's lock, taking the store's per track."""
+        if running:
+            self._writing = True
+            return
+        try:
+            self.refresh_resident()
+        finally:
+            self._writing = False
+
+    def refresh_resident(self) -> None:
+        """Rebuild the copy if the store changed since it was built (outside the lock: see
+        `writing`), and swap it in; the stale copy is dropped first (it is not used while the
+        store changes), so the two are never held at once."""
+        if self._resident_bytes <= 0:
+            return
+        try:
+            target = self.collection()
+        except IndexUnavailable:
+            return
+        with self._lock:
+            generation = self.store.generation(target)
+            index = self._resident
+            if generation is None or (
+                index is not None and (index.collection, index.generation) == (target, generation)
+            ):
+                return
+            self._resident = None
+        built = ResidentIndex.build(
+            self.store, target, generation, self.model.config.embed_dim, self._resident_bytes
+        )
+        with self._lock:
+            self._resident = built
+            self._too_large = (target, generation) if built is None else None
+        if built is None:
+            log.warning(
+                "%s no longer fits in INDEXER_RESIDENT_MB (%d MB): similar tracks and "
+                "recommendations read the store",
+                target,
+                self._resident_bytes >> 20,
+            )
 
     def _similar_resident(
         self,

@@ -138,6 +138,7 @@ def create_app(
                 # commands hand jobs over through the data directory (embedded store only:
                 # with a Qdrant server they index themselves)
                 inbox=settings.data_dir / HANDOFF if settings.embedded else None,
+                busy=searcher.writing,
             )
             indexer.start()
             jobs["indexer"] = indexer

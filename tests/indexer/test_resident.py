@@ -4,6 +4,7 @@ Qdrant Edge store of random tracks written here."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from collap_model.model import CoLLAP
 from indexer import service
+from indexer.owner import SharedStore
 from indexer.resident import ResidentIndex, int8_dots, quantize
 from indexer.search import Hit, Page, Searcher, TrackNotFound
 from indexer.store.base import (
@@ -216,3 +218,46 @@ def test_the_copy_is_bounded_and_a_catalog_over_the_bound_reads_the_store(
     want = Searcher(store, model).similar(seed, limit=8)
     assert [h.id for h in bounded.similar(seed, limit=8)] == [h.id for h in want]
     assert bounded._resident is None
+
+
+def test_the_copy_waits_while_a_background_job_writes_and_is_rebuilt_after(
+    written: tuple[EdgeStore, str, list[np.ndarray]], model: CoLLAP
+) -> None:
+    """A server's indexer writes batch after batch: requests read the store meanwhile rather
+    than rebuild the copy per batch, and the indexer's thread rebuilds it once at the end."""
+    store, name, tracks = written
+    shared = SharedStore(store)
+    searcher = Searcher(shared, model)  # type: ignore[arg-type]
+    first = searcher.keep_resident(16 << 20)
+    assert first is not None and len(first) == 30
+    searcher.writing(True)
+    seed, new = str(uuid.UUID(int=4)), str(uuid.UUID(int=100))
+    copy = tracks[4] + 0.01 * np.random.default_rng(2).standard_normal(tracks[4].shape)
+    copy /= np.linalg.norm(copy, axis=1, keepdims=True)
+    shared.upsert(name, [_point(100, copy.astype(np.float32), model.config.first_stage_dim)])
+    assert searcher.similar(seed, limit=5)[0].id == new  # the store's answer, current
+    assert searcher.recommend([seed], page=Page(1))[0].id == new
+    assert searcher._resident is first  # no request rebuilt it
+    searcher.writing(False)
+    rebuilt = searcher._resident
+    assert rebuilt is not None and rebuilt is not first and len(rebuilt) == 31
+    assert rebuilt.generation == shared.generation(name)
+    assert searcher.similar(seed, limit=5)[0].id == new
+    assert searcher._resident is rebuilt
+    searcher.writing(False)  # nothing changed since: the copy is kept
+    assert searcher._resident is rebuilt
+
+
+def test_a_scan_of_a_shared_store_lets_other_calls_in_between_its_tracks(
+    written: tuple[EdgeStore, str, list[np.ndarray]],
+) -> None:
+    store, name, _ = written
+    shared = SharedStore(store)
+    scan = shared.scan(name, ("artist",))
+    first = next(scan)
+    counted: list[int] = []
+    other = threading.Thread(target=lambda: counted.append(shared.count(name)))
+    other.start()
+    other.join(timeout=10)
+    assert counted == [30]  # answered while the scan was half read
+    assert len({first.id, *(t.id for t in scan)}) == 30

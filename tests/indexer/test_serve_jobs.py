@@ -232,3 +232,22 @@ def test_jobs_for_the_same_folders_wait_once() -> None:
     jobs.close()  # never started: every queued job ends "stopped", with the reason
     assert {j["state"] for j in jobs.jobs()} == {"stopped"}
     assert all("stopped" in j["error"] for j in jobs.jobs())
+
+
+def test_the_server_is_told_when_jobs_begin_and_when_none_is_left() -> None:
+    """Searcher.writing hears True before a job on an idle indexer and False once the queue is
+    empty (its resident copy is rebuilt then), also after a job that failed."""
+    from indexer.background import BackgroundIndexer
+    from indexer.settings import Settings
+
+    told: list[bool] = []
+    # no store: the job fails at once, as a job's failure does, without failing the thread
+    jobs = BackgroundIndexer(Settings(_env_file=None), None, None, busy=told.append)  # type: ignore[arg-type,call-arg]
+    jobs.start()
+    try:
+        jobs.submit(["/music/a"], "api")
+        _until(lambda: told == [True, False], within=30, what="the indexer going idle")
+        assert [j["state"] for j in jobs.jobs()] == ["failed"]
+    finally:
+        jobs.close()
+    assert told == [True, False]
