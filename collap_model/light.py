@@ -112,6 +112,7 @@ class LightModel:
             parts.append(states[lead + lo - s : lead + hi - s])
             last = states[-1]
         hidden = np.concatenate(parts)  # (L, H)
+        assert last is not None  # a text check_texts accepts has a window
         pooled = hidden.mean(axis=0) if t.pooling is TextPooling.MEAN else last
         tokens = _linear(self._norm("text_encoder.token_proj.0", hidden), self.w,
                          "text_encoder.token_proj.1")  # fmt: skip

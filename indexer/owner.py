@@ -130,7 +130,7 @@ def serving(session: Session, store: Store, model: ModelHandle) -> Iterator[str 
 
         light = load_light(settings.model, device=settings.device)
         searching: Any = light if light and light.fingerprint == model.fingerprint else model.get()
-        found = Searcher(store, searching, settings.candidates, settings.max_query_chars)  # type: ignore[arg-type]
+        found = Searcher(store, searching, settings.candidates, settings.max_query_chars)
         found.empty = (
             "nothing is written yet: the `indexer index` run that owns the store writes tracks "
             f"every {settings.flush_seconds:g} s or {settings.upsert_batch} tracks (see "
