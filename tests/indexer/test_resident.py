@@ -40,9 +40,26 @@ def both(search_catalog: SearchCatalog, model: CoLLAP) -> Iterator[tuple[Searche
         yield Searcher(s.store, model), resident
 
 
-def same(got: list[Hit], want: list[Hit]) -> None:
-    assert [h.id for h in got] == [h.id for h in want]
+def same_ranking(got: list[Hit], want: list[Hit]) -> None:
+    """The same hits in the same order, except that two whose scores lie within the int8
+    rounding of each other may change places (at the page's end, one may give way to the next
+    hit, as close)."""
+    assert len(got) == len(want)
+    wanted = {h.id: h for h in want}
     for g, w in zip(got, want, strict=True):
+        assert g.score == pytest.approx(w.score, abs=SCORE_TOLERANCE)
+        if g.id != w.id:
+            near = wanted[g.id].score if g.id in wanted else want[-1].score
+            assert abs(g.score - near) <= 2 * SCORE_TOLERANCE, (g.id, g.score, near)
+
+
+def same(got: list[Hit], want: list[Hit]) -> None:
+    same_ranking(got, want)
+    wanted = {h.id: h for h in want}
+    for g in got:
+        w = wanted.get(g.id)
+        if w is None:
+            continue  # a near tie at the page's end (same_ranking)
         assert g.score == pytest.approx(w.score, abs=SCORE_TOLERANCE)
         assert g.first_stage == pytest.approx(w.first_stage, abs=1e-2)
         assert (g.path, g.title, g.artist, g.files, g.tags) == (
@@ -136,7 +153,7 @@ def test_recommend_gives_the_store_paths_hits(
     text = "fast loud drums from the start"
     got = resident.recommend([ids["song2"]], query=text, page=Page(6))
     want = store.recommend([ids["song2"]], query=text, page=Page(6))
-    assert [h.id for h in got] == [h.id for h in want]
+    same_ranking(got, want)
 
 
 # ---- a store written here: the copy follows its writes ----------------------------------------
