@@ -5,7 +5,9 @@ external-dev recordings, on the CPU with every thread, beside the compact encode
 whole clip encoder of `collap-mini`, the peer):
 - musicnn in float32 (the exact port), one 3 s patch per clip;
 - musicnn with bfloat16 matrix products where the CPU multiplies them natively (the default);
-- the same with three patches per clip (90% of each clip heard instead of 30%).
+- the same with three patches per clip (90% of each clip heard instead of 30%);
+- the same with shared patches: one patch centred in the overlap of clips 2j and 2j + 1 of a
+  song, which both use (the same clips tagged with half the work; tagger.py).
 Quality of each: the training-free tag bridge on external-dev (text -> clip R@1 / R@10, per
 distinct text, a hit is any clip of that text), from that option's tags.
 """
@@ -21,7 +23,7 @@ import numpy as np
 from benchmarks.retrieval import external
 
 
-def _clips(folder: Path) -> tuple[Any, Any, list[int], list[str]]:
+def _clips(folder: Path) -> tuple[Any, Any, Any, list[int], list[str]]:
     import torch
 
     from collap_model.audio_io import read_audio
@@ -31,14 +33,17 @@ def _clips(folder: Path) -> tuple[Any, Any, list[int], list[str]]:
 
     fe = load_preset("collap-tagger").frontend
     entries = read_manifest(folder / "manifest.jsonl")
-    waves, valids, counts = [], [], []
+    waves, valids, starts, counts = [], [], [], []
     for e in entries:
         wave = torch.from_numpy(read_audio(e.audio_path, fe.sample_rate))
-        clips, valid = cut_clips(wave, clip_spans(wave.shape[0], fe), fe.clip_samples)
+        spans = clip_spans(wave.shape[0], fe)
+        clips, valid = cut_clips(wave, spans, fe.clip_samples)
         waves.append(clips)
         valids.append(valid)
+        starts.append(torch.tensor([s for s, _ in spans]))
         counts.append(clips.shape[0])
-    return torch.cat(waves), torch.cat(valids), counts, [e.caption for e in entries]
+    captions = [e.caption for e in entries]
+    return torch.cat(waves), torch.cat(valids), torch.cat(starts), counts, captions
 
 
 def _bridge(
@@ -67,7 +72,7 @@ def run() -> str:
     folder = external()
     if folder is None:
         return "## Tagger speed and quality\n\nexternal-dev not found (set COLLAP_EXTERNAL_DEV).\n"
-    clips, valid, counts, captions = _clips(folder)
+    clips, valid, starts, counts, captions = _clips(folder)
     audio = float(valid.sum()) / 16_000
     model = load_model("collap-tagger", device="cpu")
     tagger = model.audio_encoder.tagger
@@ -75,25 +80,30 @@ def run() -> str:
     rows = []
 
     def timed(fn: Any) -> tuple[Any, float]:
-        fn(clips[:8], valid[:8])  # warm-up
+        fn(clips[:8], valid[:8], starts[:8])  # warm-up
         began = time.perf_counter()
-        out = fn(clips, valid)
+        out = fn(clips, valid, starts)
         return out, time.perf_counter() - began
 
+    grid = (model.config.frontend.clip_samples, model.config.frontend.hop_samples)
+    shipped = (tagger.patches_per_clip, tagger.grid)
     with torch.inference_mode():
-        _, peer_s = timed(lambda c, v: peer.encode_clips(c, v))
-        options = [("musicnn float32, 1 patch per clip", 1, False),
-                   ("musicnn bfloat16 where native, 1 patch per clip (default)", 1, True),
-                   ("musicnn bfloat16 where native, 3 patches per clip", 3, True)]  # fmt: skip
-        for name, patches, fast in options:
-            tagger.patches_per_clip = patches
-            out, secs = timed(lambda c, v, fast=fast: tagger(c, v, fast=fast))
+        _, peer_s = timed(lambda c, v, s: peer.encode_clips(c, v, s))
+        options = [("musicnn float32, 1 patch per clip", 1, False, None),
+                   ("musicnn bfloat16 where native, 1 patch per clip", 1, True, None),
+                   ("musicnn bfloat16 where native, 3 patches per clip", 3, True, None),
+                   ("musicnn bfloat16 where native, shared patches", 1, True, grid)]  # fmt: skip
+        for name, patches, fast, placement in options:
+            tagger.patches_per_clip, tagger.grid = patches, placement
+            if (patches, placement) == shipped and fast:
+                name += " (default)"
+            out, secs = timed(lambda c, v, s, fast=fast: tagger(c, v, s, fast=fast))
             m = _bridge(model, out.tags.numpy(), counts, captions)
             rows.append(
                 f"| {name} | {audio / secs:.0f} | {peer_s / secs:.3f} | {m['R@1']:.3f} | "
                 f"{m['R@10']:.3f} |"
             )
-        tagger.patches_per_clip = model.config.audio.tagger.patches_per_clip
+        tagger.patches_per_clip, tagger.grid = shipped
     return f"""## Tagger speed and quality (issue 15)
 
 `python -m benchmarks.run tagger`: the {len(counts)} external-dev clips cut as the indexer cuts

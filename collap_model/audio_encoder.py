@@ -22,20 +22,32 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from collap_model.config import AudioEncoderConfig, AudioEncoderKind, ConfigError, ModelConfig
+from collap_model.config import (
+    AudioEncoderConfig,
+    AudioEncoderKind,
+    ConfigError,
+    ModelConfig,
+    PatchPlacement,
+)
 from collap_model.frontend import LogMel
 from collap_model.outputs import ClipEncoding
 from collap_model.paths import quiet_transformers, resolve_local_dir
 
 
 class AudioEncoder(nn.Module):
-    """Interface: features(clips, valid) -> (features, mask); tagger_features(clips, valid) ->
-    (B, W) or None; embed(features, mask, tagger) -> (B, D); encode -> ClipEncoding."""
+    """Interface: features(clips, valid) -> (features, mask); tagger_features(clips, valid,
+    starts) -> (B, W) or None; embed(features, mask, tagger) -> (B, D); encode -> ClipEncoding.
+    `starts` (B,): each clip's first sample in its song (a tagger may place its patches by it;
+    `needs_starts` says whether this one does)."""
+
+    needs_starts = False
 
     def features(self, clips: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def tagger_features(self, clips: Tensor, valid: Tensor) -> Tensor | None:
+    def tagger_features(
+        self, clips: Tensor, valid: Tensor, starts: Tensor | None = None
+    ) -> Tensor | None:
         """What a pretrained, frozen tagger says of each clip (None: the encoder has none)."""
         return None
 
@@ -46,16 +58,16 @@ class AudioEncoder(nn.Module):
         """Tag probabilities (B, K) within `tagger_features` (None without a tagger)."""
         return None
 
-    def encode(self, clips: Tensor, valid: Tensor) -> ClipEncoding:
+    def encode(self, clips: Tensor, valid: Tensor, starts: Tensor | None = None) -> ClipEncoding:
         """clips (B, S) zero-padded waveforms, valid (B,) real samples -> embeddings (B, D)
         normalised, and tag probabilities (B, K) when the encoder has a tagger."""
         feats, mask = self.features(clips, valid)
-        tagger = self.tagger_features(clips, valid)
+        tagger = self.tagger_features(clips, valid, starts)
         return ClipEncoding(self.embed(feats, mask, tagger), self.tags(tagger))
 
-    def forward(self, clips: Tensor, valid: Tensor) -> Tensor:
+    def forward(self, clips: Tensor, valid: Tensor, starts: Tensor | None = None) -> Tensor:
         """clips (B, S) zero-padded waveforms, valid (B,) real samples -> (B, D) normalised."""
-        return self.encode(clips, valid).embeddings
+        return self.encode(clips, valid, starts).embeddings
 
 
 def masked_softmax(logits: Tensor, mask: Tensor, dim: int) -> Tensor:
@@ -164,7 +176,11 @@ class TaggedAudioEncoder(CompactAudioEncoder):
 
         t = config.audio.tagger
         assert t is not None  # enforced by AudioEncoderConfig
-        self.tagger = Tagger(t.models, t.patches_per_clip, t.weights)
+        fe = config.frontend
+        shared = t.patch_placement is PatchPlacement.SHARED
+        grid = (fe.clip_samples, fe.hop_samples) if shared else None
+        self.tagger = Tagger(t.models, t.patches_per_clip, t.weights, grid)
+        self.needs_starts = shared
         k, p = len(self.tagger.labels), self.tagger.width - len(self.tagger.labels)
         self.k = k
         width = 2 * config.audio.channels[-1] + p + k
@@ -186,8 +202,8 @@ class TaggedAudioEncoder(CompactAudioEncoder):
     def frozen(self) -> bool:
         return True  # the tagger's weights (audio_encoder.tagger.) are referenced, not stored
 
-    def tagger_features(self, clips: Tensor, valid: Tensor) -> Tensor:
-        out = self.tagger(clips, valid)
+    def tagger_features(self, clips: Tensor, valid: Tensor, starts: Tensor | None = None) -> Tensor:
+        out = self.tagger(clips, valid, starts)
         return torch.cat([out.tags, out.penultimate], dim=1)  # (B, K + P)
 
     def tags(self, tagger: Tensor | None) -> Tensor | None:

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from collap_model.config import PatchPlacement
 from collap_model.synth import cli as synth_cli
 from collap_model.training import cli as training_cli
 
@@ -57,6 +58,28 @@ def _cmd_convert_musicnn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_placement(args: argparse.Namespace) -> int:
+    """Rewrite a checkpoint to place its tagger's patches another way; its weights stay."""
+    from pathlib import Path
+
+    from collap_model.checkpoint import load_weights, save_checkpoint
+    from collap_model.config import ConfigError, ModelConfig
+    from collap_model.model import CoLLAP
+    from collap_model.registry import WEIGHTS_FILE, read_checkpoint_config
+
+    directory = Path(args.checkpoint)
+    config, trained, _ = read_checkpoint_config(directory)
+    if config.audio.tagger is None:
+        raise ConfigError(f"{directory} has no tagger whose patches could be placed")
+    data = config.model_dump(mode="json")
+    data["audio"]["tagger"]["patch_placement"] = args.placement
+    model = CoLLAP(ModelConfig.model_validate(data), trained=trained)
+    load_weights(model, directory / WEIGHTS_FILE)
+    save_checkpoint(model, directory)
+    sys.stdout.write(f"{directory}: tagger patches {args.placement}, {model.fingerprint}\n")
+    return 0
+
+
 def _cmd_recordings(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -98,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="collap_model/weights/musicnn", help="output folder (default: shipped)"
     )
     conv.set_defaults(func=_cmd_convert_musicnn)
+    place = sub.add_parser(
+        "placement",
+        help="serve a trained checkpoint with its tagger's patches centred in each clip, or "
+        "shared by the two clips that overlap around them (half the tagger's work)",
+    )
+    place.add_argument("checkpoint", help="checkpoint folder (rewritten in place)")
+    place.add_argument("placement", choices=[p.value for p in PatchPlacement])
+    place.set_defaults(func=_cmd_placement)
     rec = sub.add_parser(
         "recordings",
         help="a training set of Debian's recorded game music with machine-written captions",

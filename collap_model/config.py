@@ -69,6 +69,11 @@ class FrontendConfig(_Frozen):
         return self.clip_samples // self.hop_length + 1
 
 
+class PatchPlacement(StrEnum):
+    CENTRE = "centre"
+    SHARED = "shared"
+
+
 class TaggerConfig(_Frozen):
     # folder of converted musicnn weights (`collap convert-musicnn`); "package:musicnn" is the
     # conversion shipped in collap_model/weights/musicnn/
@@ -79,6 +84,10 @@ class TaggerConfig(_Frozen):
     # than the rest of the encoder, and with 10 s clips every 5 s one patch already covers 60%
     # of the audio
     patches_per_clip: int = Field(1, ge=1, le=3)
+    # where a clip's patch lies: "centre" of the clip, or "shared": one patch centred in the
+    # overlap of clips 2j and 2j + 1 of a song, which both use (half the tagger's work when
+    # clips overlap by half; the patch is off the clip's centre by a quarter clip)
+    patch_placement: PatchPlacement = PatchPlacement.CENTRE
     # prompts that embed each tag for the text side's tag bridge ({} is the tag's phrase);
     # their text embeddings are averaged
     prompt_templates: tuple[str, ...] = ("{} music",)
@@ -95,6 +104,8 @@ class TaggerConfig(_Frozen):
             raise ValueError(f"tagger.models must name some of {', '.join(LABELS)}")
         if any("{}" not in t for t in self.prompt_templates) or not self.prompt_templates:
             raise ValueError("every tagger.prompt_templates entry needs a {} for the tag")
+        if self.patch_placement is PatchPlacement.SHARED and self.patches_per_clip != 1:
+            raise ValueError("tagger.patch_placement shared takes one patch per clip")
         return self
 
     @property
@@ -174,6 +185,12 @@ class ModelConfig(_Frozen):
                 raise ValueError(f"embed_dim must exceed the tagger's {tagger.tags} tags")
             if self.frontend.clip_seconds < 3.0:
                 raise ValueError("the tagger's 3 s patches need clip_seconds >= 3")
+            overlap = self.frontend.clip_seconds - self.frontend.hop_seconds
+            if tagger.patch_placement is PatchPlacement.SHARED and overlap < 3.01:
+                raise ValueError(
+                    "tagger.patch_placement shared needs clips that overlap by >= 3.01 s "
+                    "(clip_seconds - hop_seconds): the shared patch and its context lie in both"
+                )
         return self
 
     @property
@@ -214,6 +231,8 @@ class ModelConfig(_Frozen):
         # must not change those models' fingerprints (which hash this dict)
         if data["audio"]["tagger"] is None:
             data["audio"].pop("tagger")
+        if data["audio"].get("tagger", {}).get("patch_placement") == PatchPlacement.CENTRE:
+            data["audio"]["tagger"].pop("patch_placement")
         if not data["fusion"]["locator"]:
             data["fusion"].pop("locator")
         return data

@@ -147,14 +147,18 @@ class CoLLAP(nn.Module):
             yield
 
     # ---- audio ------------------------------------------------------------------------------
-    def embed_clips(self, clips: Tensor, valid: Tensor) -> Tensor:
+    def embed_clips(self, clips: Tensor, valid: Tensor, starts: Tensor | None = None) -> Tensor:
         """Clip waveforms (M, clip_samples) at the model's rate, valid lengths (M,) -> (M, D)
         (`encode_clips` without the tags)."""
-        return self.encode_clips(clips, valid).embeddings
+        return self.encode_clips(clips, valid, starts).embeddings
 
-    def encode_clips(self, clips: Tensor, valid: Tensor) -> ClipEncoding:
+    def encode_clips(
+        self, clips: Tensor, valid: Tensor, starts: Tensor | None = None
+    ) -> ClipEncoding:
         """Clip waveforms (M, clip_samples) at the model's rate, valid lengths (M,) ->
         embeddings (M, D) and, with a tagger, tag probabilities (M, K) (`tag_names`).
+        `starts` (M,): each clip's first sample in its song; a model whose tagger places its
+        patches on the song's clip grid requires them, others ignore them.
 
         Inference only (no autograd graph is kept). Runs in chunks of `clip_batch`; this is the
         streaming entry point (clips from many songs may share one call).
@@ -164,7 +168,8 @@ class CoLLAP(nn.Module):
         with torch.inference_mode(), self._autocast():
             for i in range(0, clips.shape[0], step):
                 chunk = clips[i : i + step].to(self.device)
-                out = self.audio_encoder.encode(chunk, valid[i : i + step].to(self.device))
+                part = None if starts is None else starts[i : i + step]
+                out = self.audio_encoder.encode(chunk, valid[i : i + step].to(self.device), part)
                 emb.append(out.embeddings.float())
                 if out.tags is not None:
                     tags.append(out.tags.float())
@@ -196,7 +201,7 @@ class CoLLAP(nn.Module):
         spans = clip_spans(wave.shape[0], fe)
         with torch.inference_mode():
             clip_wave, valid = cut_clips(wave, spans, fe.clip_samples)
-            encoded = self.encode_clips(clip_wave, valid)
+            encoded = self.encode_clips(clip_wave, valid, torch.tensor([s for s, _ in spans]))
             clips = encoded.embeddings
             times = clip_times(spans, fe.sample_rate)
             song = self.pool_song(clips, times)

@@ -580,7 +580,8 @@ def embed_jobs(
         del queue[: settings.clip_batch]
         clips = torch.from_numpy(np.stack([c for _, _, _, c in take]))  # (k, clip)
         valid = torch.tensor([e - s for _, s, e, _ in take])  # (k,)
-        encoded = model.encode_clips(clips, valid)
+        starts = torch.tensor([s for _, s, _, _ in take])  # where each clip lies in its song
+        encoded = model.encode_clips(clips, valid, starts)
         emb = encoded.embeddings.cpu()  # (k, D)
         tags = None if encoded.tags is None else encoded.tags.cpu()  # (k, K)
         rows: dict[int, list[int]] = {}

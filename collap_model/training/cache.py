@@ -127,7 +127,8 @@ def audio_cache(
         clips, valid = clips.to(model.device), valid.to(model.device)
         with torch.inference_mode():
             f, m = model.audio_encoder.features(clips, valid)
-            t = model.audio_encoder.tagger_features(clips, valid)
+            starts = torch.tensor([s for s, _ in spans], device=model.device)
+            t = model.audio_encoder.tagger_features(clips, valid, starts)
         feats.append(f.cpu().numpy().astype(np.float16))
         masks.append(m.cpu().numpy())
         if t is not None:

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from collap_model.clipping import clip_spans_samples
+from collap_model.config import ConfigError
 from collap_model.tagger.labels import LABELS
 from collap_model.tagger.musicnn import PATCH_SAMPLES, MusicnnMel, fast_precision
 from collap_model.tagger.tagger import SHIPPED, Tagger, load_musicnn, weights_dir
@@ -85,6 +87,50 @@ def test_tagger_pools_tags_per_clip_and_pads_short_clips() -> None:
     waves = tagger.patches(clips, torch.tensor([160_000, 16_000]))
     assert waves.shape[0] == 6
     assert float(waves[3:, 16_256 + 256 :].abs().max()) == 0.0  # nothing past the clip's end
+
+
+def _song_clips(seconds: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A noise song cut as the model cuts it: clips (M, 160000), valid (M,), starts (M,)."""
+    gen = torch.Generator().manual_seed(seed)
+    song = 0.1 * torch.randn(int(seconds * 16_000), generator=gen)
+    spans = clip_spans_samples(song.shape[0], 160_000, 80_000)
+    clips = torch.zeros(len(spans), 160_000)
+    for i, (s, e) in enumerate(spans):
+        clips[i, : e - s] = song[s:e]
+    valid = torch.tensor([e - s for s, e in spans])
+    return clips, valid, torch.tensor([s for s, _ in spans])
+
+
+def test_shared_patches_lie_in_the_overlap_of_two_clips_and_are_tagged_once() -> None:
+    tagger = Tagger(("MTT_musicnn",), 1, grid=(160_000, 80_000))
+    clips, valid, starts = _song_clips(47.0, 2)  # clips at 0, 5, ..., 35 s and one at 37 s
+    local = tagger.placements(valid, starts)[:, 0]
+    song = starts + local  # where each clip's patch starts in the song
+    assert song[:8].tolist() == [s for s in song[:8:2].tolist() for _ in (0, 1)]
+    # pair j's patch is centred in the overlap of clips 2j and 2j + 1 (7.5 s, 17.5 s, ...)
+    centres = (song[:8:2] + PATCH_SAMPLES // 2).tolist()
+    assert centres == [120_000 + 160_000 * j for j in range(4)]
+    assert bool(((local >= 256) & (local + PATCH_SAMPLES + 256 <= valid)).all())  # with context
+    calls: list[int] = []
+    net = tagger.nets[0]
+    net.register_forward_hook(lambda _m, args, _o: calls.append(args[0].shape[0]))
+    out = tagger(clips, valid, starts)
+    assert sum(calls) == len(set(song.tolist())) == 5  # 9 clips, 5 patches tagged
+    alone = [tagger(clips[i : i + 1], valid[i : i + 1], starts[i : i + 1]) for i in range(9)]
+    assert torch.allclose(out.tags, torch.cat([a.tags for a in alone]), atol=1e-5)
+    assert torch.allclose(out.penultimate, torch.cat([a.penultimate for a in alone]), atol=1e-4)
+
+
+def test_shared_patches_fall_back_to_the_centre_and_need_the_starts() -> None:
+    tagger = Tagger(("MTT_musicnn",), 1, grid=(160_000, 80_000))
+    clips, valid, starts = _song_clips(6.0, 3)  # one clip, shorter than two patches' room
+    assert tagger.placements(valid, starts).tolist() == [[(96_000 - PATCH_SAMPLES) // 2]]
+    with pytest.raises(ValueError, match="start"):
+        tagger(clips, valid)
+    centred = Tagger(("MTT_musicnn",), 1)
+    assert centred.identity() != tagger.identity()
+    with pytest.raises(ConfigError):
+        Tagger(("MTT_musicnn",), 3, grid=(160_000, 80_000))
 
 
 # ---- the checkpoint reader, on a bundle written here in TensorFlow's format ----------------------

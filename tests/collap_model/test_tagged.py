@@ -118,3 +118,39 @@ def test_without_a_locator_locate_is_the_fusions_clip_match() -> None:
     song = model.encode_audio(tone(30.0, 330.0), 16_000)
     text = model.encode_text(["strings swell"])
     assert torch.allclose(model.locate(text, [song]), model.score(text, [song]).clip_scores)
+
+
+def test_placement_rewrites_a_checkpoint_and_keeps_its_weights(
+    tagged: CoLLAP, tmp_path: Path
+) -> None:
+    from collap_model.cli import main
+
+    out = save_checkpoint(tagged, tmp_path / "ckpt")
+    weights = load_file(str(out / "model.safetensors"))
+    placement = tagged.config.audio.tagger.patch_placement  # type: ignore[union-attr]
+    other = "centre" if placement == "shared" else "shared"
+    assert main(["placement", str(out), other]) == 0
+    moved = load_model(out, device="cpu")
+    assert (
+        moved.fingerprint != tagged.fingerprint
+        and moved.fingerprint in (out / "config.json").read_text()
+    )
+    rewritten = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(v, rewritten[k]) for k, v in weights.items())
+    wave = torch.cat([tone(8.0, f) for f in (220.0, 330.0, 440.0, 554.0)])  # changes in time
+    a, b = moved.encode_audio(wave, 16_000), tagged.encode_audio(wave, 16_000)
+    assert a.clips.shape == b.clips.shape and not torch.allclose(a.clips, b.clips)
+    assert main(["placement", str(out), str(placement)]) == 0
+    assert load_model(out, device="cpu").fingerprint == tagged.fingerprint
+
+
+def test_placement_of_a_model_without_a_tagger_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from collap_model.cli import main
+
+    shipped = shipped_weights_dir("collap-mini")
+    assert shipped is not None
+    assert main(["placement", str(shipped), "shared"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no tagger" in err
