@@ -39,7 +39,7 @@ def test_clips_carry_tags_and_their_z_scores(tagged: CoLLAP) -> None:
 def test_encode_clips_gives_the_tags_of_encode_audio(tagged: CoLLAP) -> None:
     wave = tone(10.0, 440.0)
     whole = tagged.encode_audio(wave, 16_000)
-    out = tagged.encode_clips(wave[None], torch.tensor([wave.shape[0]]))
+    out = tagged.encode_clips(wave[None], torch.tensor([wave.shape[0]]), torch.tensor([0]))
     assert out.tags is not None and whole.tags is not None
     assert torch.allclose(out.tags, whole.tags) and torch.allclose(out.embeddings, whole.clips)
 
