@@ -17,6 +17,7 @@ from indexer import service
 from indexer.search import (
     NEGATIVE_WEIGHT,
     STEER_WEIGHT,
+    Hit,
     Page,
     QueryError,
     Searcher,
@@ -25,6 +26,7 @@ from indexer.search import (
 )
 from indexer.store.base import Candidate, TrackFilter
 from tests.indexer.conftest import SearchCatalog, StyleCatalog
+from tests.indexer.test_resident import same_ranking
 from tests.indexer.test_search import cli
 
 UNKNOWN = "00000000-0000-0000-0000-000000000000"
@@ -312,23 +314,33 @@ def server_searcher(
 
 
 def test_the_server_store_recommends_as_the_embedded_one(
-    server_searcher: Searcher, searcher: Searcher, search_catalog: SearchCatalog
+    server_searcher: Searcher,
+    searcher: Searcher,
+    search_catalog: SearchCatalog,
+    request: pytest.FixtureRequest,
 ) -> None:
+    resident = request.node.callspec.params["searcher"] == "resident"
+
+    def agree(embedded: list[Hit], server: list[Hit]) -> None:
+        if resident:
+            # int8 clips (indexer/resident.py): two hits within their rounding may swap
+            same_ranking(embedded, server)
+            return
+        assert [h.id for h in embedded] == [h.id for h in server]
+        # the embedded store keeps the first stage in float16, local mode in float32
+        assert [h.score for h in embedded] == pytest.approx([h.score for h in server], abs=2e-3)
+
     ids = search_catalog.ids
-    requests = [
+    asks = [
         {"positive": [ids["song3"], ids["song1"]], "negative": [ids["song6"]]},
         {"positive": [ids["song2"]], "query": "fast loud drums from the start",
          "page": Page(4, offset=1, exclude=(ids["song0"],))},
     ]  # fmt: skip
-    for request in requests:
-        got = server_searcher.recommend(**request)  # type: ignore[arg-type]
-        want = searcher.recommend(**request)  # type: ignore[arg-type]
-        assert [h.id for h in got] == [h.id for h in want]
-        # the embedded store keeps the first stage in float16, local mode in float32
-        assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=2e-3)
+    for ask in asks:
+        agree(searcher.recommend(**ask), server_searcher.recommend(**ask))  # type: ignore[arg-type]
     seeds = [ids["song3"], ids["ann"]]
-    got_batch = server_searcher.similar_many(seeds, page=Page(5, per_artist=1))
-    want_batch = searcher.similar_many(seeds, page=Page(5, per_artist=1))
-    assert [[h.id for h in hits] for hits in got_batch] == [
-        [h.id for h in hits] for hits in want_batch
-    ]
+    served = server_searcher.similar_many(seeds, page=Page(5, per_artist=1))
+    embedded = searcher.similar_many(seeds, page=Page(5, per_artist=1))
+    assert len(served) == len(embedded) == len(seeds)
+    for mine, theirs in zip(embedded, served, strict=True):
+        agree(mine, theirs)
