@@ -37,10 +37,7 @@ from collap_model.paths import quiet_transformers, resolve_local_dir
 class AudioEncoder(nn.Module):
     """Interface: features(clips, valid) -> (features, mask); tagger_features(clips, valid,
     starts) -> (B, W) or None; embed(features, mask, tagger) -> (B, D); encode -> ClipEncoding.
-    `starts` (B,): each clip's first sample in its song (a tagger may place its patches by it;
-    `needs_starts` says whether this one does)."""
-
-    needs_starts = False
+    `starts` (B,): each clip's first sample in its song (a tagger may place its patches by it)."""
 
     def features(self, clips: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -180,7 +177,6 @@ class TaggedAudioEncoder(CompactAudioEncoder):
         shared = t.patch_placement is PatchPlacement.SHARED
         grid = (fe.clip_samples, fe.hop_samples) if shared else None
         self.tagger = Tagger(t.models, t.patches_per_clip, t.weights, grid)
-        self.needs_starts = shared
         k, p = len(self.tagger.labels), self.tagger.width - len(self.tagger.labels)
         self.k = k
         width = 2 * config.audio.channels[-1] + p + k

@@ -8,7 +8,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from collap_model.config import PatchPlacement
 from collap_model.synth import cli as synth_cli
 from collap_model.training import cli as training_cli
 
@@ -63,10 +62,13 @@ def _cmd_placement(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from collap_model.checkpoint import load_weights, save_checkpoint
-    from collap_model.config import ConfigError, ModelConfig
+    from collap_model.config import ConfigError, ModelConfig, PatchPlacement
     from collap_model.model import CoLLAP
     from collap_model.registry import WEIGHTS_FILE, read_checkpoint_config
 
+    known = [p.value for p in PatchPlacement]
+    if args.placement not in known:
+        raise ConfigError(f"unknown placement {args.placement!r}; choose {' or '.join(known)}")
     directory = Path(args.checkpoint)
     config, trained, _ = read_checkpoint_config(directory)
     if config.audio.tagger is None:
@@ -127,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         "shared by the two clips that overlap around them (half the tagger's work)",
     )
     place.add_argument("checkpoint", help="checkpoint folder (rewritten in place)")
-    place.add_argument("placement", choices=[p.value for p in PatchPlacement])
+    # checked by the handler: the config module (pydantic) stays out of every command's start
+    place.add_argument("placement", metavar="centre|shared")
     place.set_defaults(func=_cmd_placement)
     rec = sub.add_parser(
         "recordings",
