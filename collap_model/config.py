@@ -164,6 +164,17 @@ class FusionConfig(_Frozen):
     # a head that says where in a track a text happens (fusion.WhereHead): per-clip evidence for
     # segments and `indexer locate`; it explains hits and never changes a score
     locator: bool = False
+    # layers of context the locator reads the clips through (fusion.WhereHead; 0: none, each
+    # clip is judged with its neighbours' differences only): self-attention over the song's
+    # clips and cross-attention to the text's tokens, so "the second chorus" or "after the
+    # bridge" can be placed by what comes before and after
+    locator_layers: int = Field(0, ge=0, le=4)
+
+    @model_validator(mode="after")
+    def _check_locator(self) -> FusionConfig:
+        if self.locator_layers and not self.locator:
+            raise ValueError("locator_layers needs locator: true")
+        return self
 
 
 class ModelConfig(_Frozen):
@@ -235,6 +246,8 @@ class ModelConfig(_Frozen):
             data["audio"]["tagger"].pop("patch_placement")
         if not data["fusion"]["locator"]:
             data["fusion"].pop("locator")
+        if not data["fusion"]["locator_layers"]:
+            data["fusion"].pop("locator_layers")
         return data
 
 

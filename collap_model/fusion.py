@@ -199,7 +199,13 @@ class WhereHead(nn.Module):
                                                                       from its neighbours, when
         e_n = Σ_l β'_l q_l · k_n / √d
     The change terms let "the drums come in" point at the clip where they enter rather than
-    anywhere they play; P_n is the fusion's time encoding (absolute and relative time)."""
+    anywhere they play; P_n is the fusion's time encoding (absolute and relative time).
+
+    With context (fusion.locator_layers = L > 0), each text also reads every song through L
+    transformer layers: h⁰_n = k_n + W_x Σ_l β'_l q_l, then per layer self-attention over the
+    song's clips (where a section repeats, what came before) and cross-attention to the text's
+    tokens (which words matter at this clip), and e_n gains w_o · h^L_n. This term costs a pass
+    per (text, song) pair, which is why it only explains hits and never ranks them."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -209,8 +215,19 @@ class WhereHead(nn.Module):
         self.w_word = nn.Linear(d, 1)
         self.w_c = nn.Linear(3 * d, f.attn_dim)
         self.time = TimeEncoding(f.time_frequencies, f.max_period_seconds, f.attn_dim)
+        self.context: nn.TransformerDecoder | None = None
+        if f.locator_layers:
+            self.w_x = nn.Linear(f.attn_dim, f.attn_dim)
+            self.w_tokens = nn.Linear(d, f.attn_dim)
+            layer = nn.TransformerDecoderLayer(
+                f.attn_dim, nhead=4, dim_feedforward=2 * f.attn_dim, dropout=0.1,
+                batch_first=True, norm_first=True,
+            )  # fmt: skip
+            self.context = nn.TransformerDecoder(layer, f.locator_layers)
+            self.w_o = nn.Linear(f.attn_dim, 1)
 
-    def forward(self, text: TextEmbedding, clips: ClipBatch) -> Tensor:
+    def keys(self, clips: ClipBatch) -> Tensor:
+        """Songs -> k (B, N, d): each clip, its change from its neighbours, and its time."""
         c = clips.clips * clips.mask[..., None]  # (B, N, D)
         before = torch.cat([c[:, :1], c[:, :-1]], dim=1)  # the first clip is its own neighbour
         after = torch.cat([c[:, 1:], c[:, -1:]], dim=1)
@@ -219,8 +236,46 @@ class WhereHead(nn.Module):
         tail = c[torch.arange(c.shape[0], device=c.device), last][:, None]  # (B, 1, D)
         after = torch.where((idx >= last[:, None])[..., None], tail, after)
         keys = self.w_c(torch.cat([c, c - before, after - c], dim=-1))
-        keys = keys + self.time(clips.clip_times, clips.mask)  # (B, N, d)
-        words = masked_softmax(self.w_word(text.tokens).squeeze(-1), text.mask, dim=1)  # (Bt, L)
-        query = torch.einsum("il,ild->id", words, self.w_q(text.tokens))  # (Bt, d): Σ_l β'_l q_l
+        return keys + self.time(clips.clip_times, clips.mask)  # (B, N, d)
+
+    def forward(self, text: TextEmbedding, clips: ClipBatch) -> Tensor:
+        bt, (ba, n) = len(text), clips.mask.shape
+        keys = self.keys(clips)
+        query = self.query(text)
         evidence = torch.einsum("id,jnd->ijn", query, keys) / math.sqrt(self.dim)
+        if self.context is not None:
+            pairs = keys[None].expand(bt, *keys.shape).flatten(0, 1)  # text i with every song
+            evidence = evidence + self.in_context(
+                query.repeat_interleave(ba, dim=0),
+                text.tokens.repeat_interleave(ba, dim=0),
+                text.mask.repeat_interleave(ba, dim=0),
+                pairs,
+                clips.mask.repeat(bt, 1),
+            ).view(bt, ba, n)
         return evidence.masked_fill(~clips.mask[None], float("-inf"))
+
+    def aligned(self, text: TextEmbedding, clips: ClipBatch) -> Tensor:
+        """Evidence of text i in song i only, (B, N): what training needs, one pass per pair."""
+        keys = self.keys(clips)
+        query = self.query(text)
+        evidence = torch.einsum("id,ind->in", query, keys) / math.sqrt(self.dim)
+        if self.context is not None:
+            evidence = evidence + self.in_context(query, text.tokens, text.mask, keys, clips.mask)
+        return evidence.masked_fill(~clips.mask, float("-inf"))
+
+    def query(self, text: TextEmbedding) -> Tensor:
+        """Texts -> (B, d): Σ_l β'_l q_l."""
+        words = masked_softmax(self.w_word(text.tokens).squeeze(-1), text.mask, dim=1)  # (B, L)
+        return torch.einsum("il,ild->id", words, self.w_q(text.tokens))
+
+    def in_context(
+        self, query: Tensor, tokens: Tensor, token_mask: Tensor, keys: Tensor, mask: Tensor
+    ) -> Tensor:
+        """The context term (P, N) of P aligned (text, song) pairs: query (P, d), tokens
+        (P, L, D) and their mask (P, L), keys (P, N, d) and the clips' mask (P, N)."""
+        assert self.context is not None
+        h = self.context(
+            keys + self.w_x(query)[:, None], self.w_tokens(tokens),
+            tgt_key_padding_mask=~mask, memory_key_padding_mask=~token_mask,
+        )  # fmt: skip
+        return self.w_o(h).squeeze(-1)

@@ -168,6 +168,14 @@ class TextCache:
         pooled = [torch.from_numpy(np.asarray(self.pooled[k], dtype=np.float32)) for k in index]
         return TextStates(toks, pooled)
 
+    def subset(self, index: Sequence[int]) -> TextCache:
+        """The cache of the texts `index` only, in that order."""
+        spans = [(int(self.offsets[k]), int(self.offsets[k + 1])) for k in index]
+        rows = np.concatenate([np.arange(a, b) for a, b in spans]).astype(np.int64)
+        offsets = np.cumsum([0, *(b - a for a, b in spans)]).astype(np.int64)
+        pooled = np.asarray(self.pooled[np.asarray(index, dtype=np.int64)])
+        return TextCache(np.asarray(self.tokens[rows]), offsets, pooled)
+
 
 def text_cache(model: CoLLAP, texts: Sequence[str], folder: Path) -> TextCache:
     """Frozen-backbone states of `texts` (cached in `folder`, rebuilt when stale)."""

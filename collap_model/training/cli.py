@@ -33,6 +33,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _locator(args: argparse.Namespace) -> int:
+    from collap_model.training.locator import LocatorRecipe, train_locator
+
+    recipe = LocatorRecipe(
+        layers=args.layers, steps=args.steps, batch=args.batch, lr=args.lr, warmup=args.warmup,
+        neighbour=args.neighbour, word_dropout=args.word_dropout, val_songs=args.val_songs,
+        eval_every=args.eval_every, seed=args.seed, device=args.device,
+    )  # fmt: skip
+    report = train_locator(
+        args.checkpoint, [_manifest(d) for d in args.data], Path(args.out), recipe,
+        stop_after=args.stop_after,
+    )  # fmt: skip
+    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from collap_model.checkpoint import load_model
     from collap_model.training.evaluate import evaluate
@@ -131,6 +147,33 @@ def add_parsers(sub: Any) -> None:
         "--stop-after", type=int, default=None, help="run at most N steps now; resume later"
     )
     p.set_defaults(func=_train)
+    p = sub.add_parser(
+        "locator",
+        help="train a checkpoint's locator alone (where a text happens), on timed texts; "
+        "scores and index vectors stay as they are",
+    )
+    p.add_argument("checkpoint", help="checkpoint folder, preset name, or `default`")
+    p.add_argument(
+        "data", nargs="+", help="data set folders with timed texts (validation: the first's end)"
+    )
+    p.add_argument("--out", required=True, help="output checkpoint folder (resumable state)")
+    p.add_argument("--layers", type=int, default=2, help="context layers of the locator")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--neighbour", type=float, default=0.2, help="target mass on each adjacent clip")
+    p.add_argument(
+        "--word-dropout", type=float, default=0.0, help="chance each training word is hidden"
+    )
+    p.add_argument("--val-songs", type=int, default=40)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--stop-after", type=int, default=None, help="run at most N steps now; resume later"
+    )
+    p.set_defaults(func=_locator)
     p = sub.add_parser(
         "eval", help="retrieval metrics of a checkpoint on a dataset, beside baselines"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from safetensors.torch import load_file
 from collap_model import load_model, save_checkpoint
 from collap_model.config import load_preset
 from collap_model.model import CoLLAP
+from collap_model.outputs import ClipBatch
 from collap_model.registry import shipped_weights_dir
 from collap_model.tagger.labels import LABELS
 from tests.conftest import tone
@@ -154,3 +156,49 @@ def test_placement_of_a_model_without_a_tagger_is_a_one_line_error(
     assert main(["placement", str(shipped), "shared"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no tagger" in err
+
+
+def test_a_locator_with_context_reads_the_whole_song_and_explains_only(tagged: CoLLAP) -> None:
+    from collap_model.training.locator import with_locator
+
+    short = tagged.encode_audio(tone(12.0, 220.0), 16_000)
+    wave = torch.cat([tone(10.0, f) for f in (220.0, 330.0, 440.0, 554.0)])
+    long = tagged.encode_audio(wave, 16_000)
+    texts = tagged.encode_text(["a quiet opening", "the second chorus brings in the flute"])
+    plain = load_model("collap-tagger", device="cpu")
+    model = with_locator(load_model("collap-tagger", device="cpu"), layers=1, seed=5)
+    assert model.config.fusion.locator_layers == 1 and model.fingerprint != plain.fingerprint
+    evidence = model.locate(texts, [short, long])
+    n_short, n_long = short.clips.shape[0], long.clips.shape[0]
+    assert evidence.shape == (2, 2, n_long) and bool(torch.isinf(evidence[:, 0, n_short:]).all())
+    # every pair alone, padded or not, gives what the batch does; so does training's pass
+    for i in range(2):
+        for j, song in enumerate((short, long)):
+            alone = model.locate(texts.select(i), [song])[0, 0]
+            assert torch.allclose(alone, evidence[i, j, : song.clips.shape[0]], atol=1e-4)
+    where = model.fusion.where
+    assert where is not None
+    with torch.inference_mode():
+        aligned = where.aligned(texts, ClipBatch.of([short, long]))
+    assert torch.allclose(aligned[0, :n_short], evidence[0, 0, :n_short], atol=1e-4)
+    assert torch.allclose(aligned[1], evidence[1, 1], atol=1e-4)
+    # context: what a clip's evidence is depends on clips far from it, unlike the plain head's
+    changed = tagged.encode_audio(torch.cat([tone(10.0, 880.0), wave[160_000:]]), 16_000)
+    last = slice(n_long - 2, n_long)
+    with_context = model.locate(texts, [long, changed])[1, :, last]
+    assert not torch.allclose(with_context[0], with_context[1], atol=1e-4)
+    without = plain.locate(texts, [long, changed])[1, :, last]
+    assert torch.allclose(without[0], without[1], atol=1e-4)
+    # the score never reads the locator
+    assert torch.equal(model.score(texts, [long]).scores, plain.score(texts, [long]).scores)
+
+
+def test_locator_layers_need_a_locator_and_leave_old_fingerprints_alone() -> None:
+    from collap_model.config import ConfigError, ModelConfig
+
+    config = load_preset("collap-tagger")
+    assert "locator_layers" not in config.architecture()["fusion"]  # type: ignore[operator]
+    data = config.model_dump(mode="json")
+    data["fusion"].update(locator=False, locator_layers=2)
+    with pytest.raises(ConfigError, match="locator_layers needs locator"):
+        ModelConfig.from_json(json.dumps(data))

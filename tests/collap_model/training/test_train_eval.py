@@ -192,3 +192,47 @@ def test_calibration_sets_the_learned_gain_its_measure_prefers() -> None:
     assert torch.count_nonzero(v[..., :-k]) == 0
     assert torch.allclose(v[..., -k:], expected, atol=1e-6)
     assert calibrate(CoLLAP(load_preset("collap-mini")), {"a": [0, 1]}, measure) == {}
+
+
+@needs_fluidsynth
+def test_the_locator_trains_alone_resumes_and_leaves_the_scores_alone(
+    dataset: Path, tmp_path: Path
+) -> None:
+    from collap_model.cli import main
+    from collap_model.training.locator import (
+        LocatorRecipe,
+        locator_loss,
+        prepare_timed,
+        train_locator,
+        with_locator,
+    )
+
+    manifest = dataset / "manifest.jsonl"
+    options = ["--layers", "1", "--steps", "30", "--batch", "16", "--lr", "3e-3"]
+    options += ["--warmup", "3", "--eval-every", "15", "--val-songs", "1", "--device", "cpu"]
+    assert main(["locator", "default", str(dataset), "--out", str(tmp_path / "a"), *options]) == 0
+    recipe = LocatorRecipe(
+        layers=1, steps=30, batch=16, lr=3e-3, warmup=3, eval_every=15, val_songs=1, device="cpu"
+    )
+    stopped = train_locator("default", [manifest], tmp_path / "b", recipe, stop_after=15)
+    assert stopped["stopped_at"] == 15 and not (tmp_path / "b" / "model.safetensors").exists()
+    resumed = train_locator("default", [manifest], tmp_path / "b", recipe)
+    trained = load_model(tmp_path / "a", device="cpu")
+    assert resumed["fingerprint"] == trained.fingerprint
+    assert trained.config.fusion.locator_layers == 1
+    base = load_model(None, device="cpu")
+    mine, theirs = trained.owned_state(), base.owned_state()
+    # everything but the locator is the source's, byte for byte: scores and index vectors hold
+    kept = [k for k in theirs if not k.startswith("fusion.where.")]
+    assert kept and all(torch.equal(mine[k], theirs[k]) for k in kept)
+    assert any(k.startswith("fusion.where.context.") for k in mine)
+    # it learnt: the loss on the training texts fell from the fresh head's
+    fresh = with_locator(load_model(None, device="cpu"), layers=1, seed=0)
+    data = prepare_timed(fresh, [manifest], tmp_path / "texts")
+    train_texts = [k for k, s in enumerate(data.song) if s < 5]
+    with torch.no_grad():
+        before = locator_loss(fresh, data, train_texts, recipe.neighbour).item()
+        after = locator_loss(trained, data, train_texts, recipe.neighbour).item()
+    assert after < before - 0.1
+    with pytest.raises(ValueError, match="another recipe"):
+        train_locator("default", [manifest], tmp_path / "b", LocatorRecipe(layers=2, steps=30))
