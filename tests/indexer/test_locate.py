@@ -94,12 +94,12 @@ def inside_chorus(p: Placed, clip_seconds: float) -> bool:
     strict=True,
     raises=WrongPlace,
     reason=(
-        "collap-tagger (collap-tagger-c972475dc358, the default since 2026-12-03: the weights "
-        "of f20652714646 with shared tagger patches) puts the best segment in the build-up and "
-        "the chorus' start (seed 64: 10-30 s, chorus 25.4-46.2 s; seed 72: 15-30 s, chorus "
-        "37.9-79.1 s; seed 74: 15-35 s, chorus 33-57 s; f20652714646 with centred patches: "
-        "20-30, 15-30, 20-35 s); collap-mini put it in the intro and build-up (10-25, 0-35, "
-        "0-25 s). The model owner flips this once a default "
+        "collap-tagger (collap-tagger-9d44763e4864, the default since 2026-12-04: the weights "
+        "of c972475dc358 with a locator retrained by `collap locator`, 2 context layers) puts "
+        "the best segment across the build-up's end and the chorus (seed 64: 20-40 s, chorus "
+        "25.4-46.2 s; seed 72: 25-60 s, chorus 37.9-79.1 s; seed 74: 15-45 s, chorus 33-57 s); "
+        "c972475dc358's own locator: 10-30, 15-30, 15-35 s; collap-mini put it in the intro "
+        "and build-up (10-25, 0-35, 0-25 s). The model owner flips this once a default "
         "places it inside the chorus."
     ),
 )

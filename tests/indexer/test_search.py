@@ -29,9 +29,9 @@ from indexer.store.base import TrackFilter
 from tests.indexer.conftest import SearchCatalog
 
 # songs of the catalog (seed 0) whose own caption ranks them first with the shipped weights
-# (collap-tagger-c972475dc358, as f20652714646 and ca7782e42119 before it; collap-mini found 0,
-# 1, 3, 4, 5 and 6): the retrieval benchmark measures how often at scale, this holds search to
-# what the model ranks
+# (collap-tagger-9d44763e4864, whose scores are c972475dc358's, as f20652714646 and ca7782e42119
+# before it; collap-mini found 0, 1, 3, 4, 5 and 6): the retrieval benchmark measures how often
+# at scale, this holds search to what the model ranks
 FOUND_BY_CAPTION = (1, 5)
 
 
