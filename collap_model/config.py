@@ -152,6 +152,10 @@ class TextEncoderConfig(_Frozen):
         return self
 
 
+# attention heads of the locator's context layers (fusion.WhereHead; light.py reads them too)
+LOCATOR_HEADS = 4
+
+
 class FusionConfig(_Frozen):
     attn_dim: int = Field(128, gt=0)  # width of the text-to-clip attention (queries/keys)
     time_frequencies: int = Field(16, gt=0)  # sinusoid pairs encoding clip times

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from collap_model.audio_encoder import masked_softmax
-from collap_model.config import ModelConfig
+from collap_model.config import LOCATOR_HEADS, ModelConfig
 from collap_model.outputs import ClipBatch, FusionScores, TextEmbedding
 
 
@@ -220,7 +220,7 @@ class WhereHead(nn.Module):
             self.w_x = nn.Linear(f.attn_dim, f.attn_dim)
             self.w_tokens = nn.Linear(d, f.attn_dim)
             layer = nn.TransformerDecoderLayer(
-                f.attn_dim, nhead=4, dim_feedforward=2 * f.attn_dim, dropout=0.1,
+                f.attn_dim, nhead=LOCATOR_HEADS, dim_feedforward=2 * f.attn_dim, dropout=0.1,
                 batch_first=True, norm_first=True,
             )  # fmt: skip
             self.context = nn.TransformerDecoder(layer, f.locator_layers)
@@ -274,6 +274,10 @@ class WhereHead(nn.Module):
         """The context term (P, N) of P aligned (text, song) pairs: query (P, d), tokens
         (P, L, D) and their mask (P, L), keys (P, N, d) and the clips' mask (P, N)."""
         assert self.context is not None
+        if tokens.shape[1] == 0:  # texts the tokenizer reads as nothing: no word asks anything
+            return keys.new_zeros(mask.shape)
+        # such a text beside others attends to its zero padding rather than to nothing (NaN)
+        token_mask = token_mask | ~token_mask.any(dim=1, keepdim=True)
         h = self.context(
             keys + self.w_x(query)[:, None], self.w_tokens(tokens),
             tgt_key_padding_mask=~mask, memory_key_padding_mask=~token_mask,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from collap_model.bert_files import WEIGHTS, BertConfig, Tokenizer, supported
-from collap_model.config import ModelConfig, TextPooling
+from collap_model.config import LOCATOR_HEADS, ModelConfig, TextPooling
 from collap_model.paths import resolve_local_dir
 from collap_model.registry import WEIGHTS_FILE, locate_model
 from collap_model.scoring import Fused
@@ -206,6 +206,10 @@ class LightModel:
                 out[i, : c.shape[0]] = fused.clip_scores[i, : c.shape[0]]
             return out
         w, T = self.w, emb.tokens
+        if not T.shape[0]:  # a text the tokenizer reads as nothing asks nothing (as torch's)
+            for i, c in enumerate(clips):
+                out[i, : c.shape[0]] = 0.0
+            return out
         words = _softmax(_linear(T, w, "fusion.where.w_word")[:, 0])
         query = words @ _linear(T, w, "fusion.where.w_q")  # (d,)
         scale = np.float32(math.sqrt(self.config.fusion.attn_dim))
@@ -216,7 +220,41 @@ class LightModel:
                            "fusion.where.w_c")  # fmt: skip
             keys = keys + _linear(self._time_features(t), w, "fusion.where.time.proj")
             out[i, : c.shape[0]] = keys @ query / scale
+            if self.config.fusion.locator_layers:
+                out[i, : c.shape[0]] += self._in_context(query, T, keys)
         return out
+
+    def _in_context(self, query: Array, tokens: Array, keys: Array) -> Array:
+        """The WhereHead's context term (N,) for one text and one song: its pre-norm
+        transformer decoder layers (self-attention over the clips, cross-attention to the
+        tokens, a ReLU feed-forward), as torch.nn.TransformerDecoderLayer computes them."""
+        w, p = self.w, "fusion.where."
+        x = keys + _linear(query, w, p + "w_x")
+        memory = _linear(tokens, w, p + "w_tokens")
+        for i in range(self.config.fusion.locator_layers):
+            q = f"{p}context.layers.{i}."
+            h = self._norm(q + "norm1", x)
+            x = x + self._attention(q + "self_attn", h, h)
+            x = x + self._attention(q + "multihead_attn", self._norm(q + "norm2", x), memory)
+            h = np.maximum(_linear(self._norm(q + "norm3", x), w, q + "linear1"), 0)
+            x = x + _linear(h, w, q + "linear2")
+        return _linear(x, w, p + "w_o")[:, 0]
+
+    def _attention(self, name: str, queries: Array, memory: Array) -> Array:
+        """torch.nn.MultiheadAttention (LOCATOR_HEADS heads, no mask) of queries (Q, d)
+        over memory (K, d)."""
+        weight, bias = self.w[f"{name}.in_proj_weight"], self.w[f"{name}.in_proj_bias"]
+        d = weight.shape[1]
+        heads, width = LOCATOR_HEADS, d // LOCATOR_HEADS
+        q, k, v = (
+            (x @ weight[j * d : (j + 1) * d].T + bias[j * d : (j + 1) * d])
+            .reshape(x.shape[0], heads, width)
+            .transpose(1, 0, 2)
+            for j, x in enumerate((queries, memory, memory))
+        )
+        a = _softmax(q @ k.transpose(0, 2, 1) / np.float32(math.sqrt(width)))  # (H, Q, K)
+        out = (a @ v).transpose(1, 0, 2).reshape(queries.shape[0], d)
+        return _linear(out, self.w, f"{name}.out_proj")
 
     # ---- audio: the torch model ---------------------------------------------------------------
     def full(self) -> CoLLAP:

@@ -165,7 +165,7 @@ def test_a_locator_with_context_reads_the_whole_song_and_explains_only(tagged: C
     wave = torch.cat([tone(10.0, f) for f in (220.0, 330.0, 440.0, 554.0)])
     long = tagged.encode_audio(wave, 16_000)
     texts = tagged.encode_text(["a quiet opening", "the second chorus brings in the flute"])
-    plain = load_model("collap-tagger", device="cpu")
+    plain = with_locator(load_model("collap-tagger", device="cpu"), layers=0, seed=5)
     model = with_locator(load_model("collap-tagger", device="cpu"), layers=1, seed=5)
     assert model.config.fusion.locator_layers == 1 and model.fingerprint != plain.fingerprint
     evidence = model.locate(texts, [short, long])
@@ -202,3 +202,18 @@ def test_locator_layers_need_a_locator_and_leave_old_fingerprints_alone() -> Non
     data["fusion"].update(locator=False, locator_layers=2)
     with pytest.raises(ConfigError, match="locator_layers needs locator"):
         ModelConfig.from_json(json.dumps(data))
+
+
+def test_a_text_of_no_tokens_asks_nothing_of_the_context_locator(tagged: CoLLAP) -> None:
+    from collap_model.light import load_light
+
+    song = tagged.encode_audio(tone(30.0, 330.0), 16_000)
+    nothing = tagged.encode_text(["\x00"])  # the tokenizer reads it as no token at all
+    assert nothing.tokens.shape[1] == 0
+    assert torch.equal(tagged.locate(nothing, [song]), torch.zeros(1, 1, song.clips.shape[0]))
+    light = load_light("collap-tagger")
+    assert light is not None
+    evidence = light.evidence(light.encode("\x00"), [song.clips.numpy()], [song.clip_times.numpy()])
+    assert (evidence == 0).all()
+    beside = tagged.locate(tagged.encode_text(["\x00", "drums enter"]), [song])
+    assert bool(torch.isfinite(beside).all())
