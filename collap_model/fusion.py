@@ -276,10 +276,11 @@ class WhereHead(nn.Module):
         assert self.context is not None
         if tokens.shape[1] == 0:  # texts the tokenizer reads as nothing: no word asks anything
             return keys.new_zeros(mask.shape)
-        # such a text beside others attends to its zero padding rather than to nothing (NaN)
-        token_mask = token_mask | ~token_mask.any(dim=1, keepdim=True)
+        # such a text beside others: its zero padding is attended (nothing would be NaN) and
+        # its term dropped, as when it comes alone
+        worded = token_mask.any(dim=1, keepdim=True)
         h = self.context(
             keys + self.w_x(query)[:, None], self.w_tokens(tokens),
-            tgt_key_padding_mask=~mask, memory_key_padding_mask=~token_mask,
+            tgt_key_padding_mask=~mask, memory_key_padding_mask=~(token_mask | ~worded),
         )  # fmt: skip
-        return self.w_o(h).squeeze(-1)
+        return self.w_o(h).squeeze(-1) * worded

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -31,9 +30,10 @@ from collap_model.config import ModelConfig
 from collap_model.fusion import WhereHead
 from collap_model.model import CoLLAP
 from collap_model.outputs import ClipBatch
-from collap_model.training.cache import DATA_CACHE, audio_cache, text_cache
+from collap_model.training.cache import DATA_CACHE, TextCache, audio_cache, text_cache
 from collap_model.training.evaluate import embed_songs, localisation
 from collap_model.training.timing import target_clip, timed_texts
+from collap_model.training.train import lr_at
 
 log = logging.getLogger("collap.train")
 STATE_FILE = "locator_state.pt"
@@ -59,11 +59,12 @@ class LocatorRecipe:
 
 @dataclass
 class TimedData:
-    clips: list[torch.Tensor]  # per song (N, D) clip embeddings
-    times: list[torch.Tensor]  # per song (N, 2) seconds
+    clips: list[np.ndarray]  # per song (N, D) float32 clip embeddings
+    times: list[np.ndarray]  # per song (N, 2) float32 seconds
     song: list[int]  # per timed text: its song
     seconds: list[float]  # per timed text: the time it states
-    texts: Any  # TextCache of the timed texts, in order
+    texts: TextCache  # the timed texts, in order
+    first_songs: int  # songs of the first data set (validation comes from its end)
 
 
 def with_locator(model: CoLLAP, layers: int, seed: int) -> CoLLAP:
@@ -87,39 +88,31 @@ def with_locator(model: CoLLAP, layers: int, seed: int) -> CoLLAP:
 def prepare_timed(model: CoLLAP, manifests: Sequence[Path], text_dir: Path) -> TimedData:
     from collap_model.synth.dataset import read_manifest
 
-    clips: list[torch.Tensor] = []
-    times: list[torch.Tensor] = []
+    clips: list[np.ndarray] = []
+    times: list[np.ndarray] = []
     song: list[int] = []
     seconds: list[float] = []
     texts: list[str] = []
+    first = 0
     for path in manifests:
         entries = read_manifest(path)
+        if not entries:
+            raise ValueError(f"{path}: no songs")
+        first = first or len(entries)
         # whole songs, as `indexer locate` reads them (the caches `collap eval` keeps)
         cache = audio_cache(model, [e.audio_path for e in entries], path.parent / DATA_CACHE, None)
         batch = embed_songs(model, cache)
         for s, e in enumerate(entries):
             n = int(batch.mask[s].sum())
-            clips.append(batch.clips[s, :n])
-            times.append(batch.clip_times[s, :n])
+            clips.append(batch.clips[s, :n].numpy())
+            times.append(batch.clip_times[s, :n].numpy())
             for text, t in timed_texts(e):
                 song.append(len(clips) - 1)
                 seconds.append(t)
                 texts.append(text)
-        if not entries:
-            raise ValueError(f"{path}: no songs")
     if not texts:
         raise ValueError("no timed texts in the data: the locator learns from them")
-    return TimedData(clips, times, song, seconds, text_cache(model, texts, text_dir))
-
-
-def pad(clips: Sequence[torch.Tensor], times: Sequence[torch.Tensor]) -> ClipBatch:
-    n = max(c.shape[0] for c in clips)
-    out = torch.zeros(len(clips), n, clips[0].shape[1])
-    spans = torch.zeros(len(clips), n, 2)
-    mask = torch.zeros(len(clips), n, dtype=torch.bool)
-    for i, (c, t) in enumerate(zip(clips, times, strict=True)):
-        out[i, : c.shape[0]], spans[i, : c.shape[0]], mask[i, : c.shape[0]] = c, t, True
-    return ClipBatch(out, spans, mask)
+    return TimedData(clips, times, song, seconds, text_cache(model, texts, text_dir), first)
 
 
 def soft_targets(
@@ -152,7 +145,8 @@ def locator_loss(
     assert where is not None
     dev = model.device
     songs = [data.song[k] for k in picked]
-    batch = pad([data.clips[s] for s in songs], [data.times[s] for s in songs]).to(dev)
+    batch = ClipBatch.of_arrays([data.clips[s] for s in songs], [data.times[s] for s in songs])
+    batch = batch.to(dev)
     counts = [data.clips[s].shape[0] for s in songs]
     targets = [target_clip(data.seconds[k], data.times[data.song[k]]) for k in picked]
     with torch.no_grad():
@@ -169,13 +163,6 @@ def locator_loss(
     return -(goal * logp).sum(dim=1).mean()
 
 
-def lr_at(step: int, recipe: LocatorRecipe) -> float:
-    if step < recipe.warmup:
-        return recipe.lr * (step + 1) / recipe.warmup
-    progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
-    return recipe.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def validate(model: CoLLAP, data: TimedData, songs: Sequence[int]) -> dict[str, float]:
     if not songs:
         return {}
@@ -183,7 +170,7 @@ def validate(model: CoLLAP, data: TimedData, songs: Sequence[int]) -> dict[str, 
     rank = {s: i for i, s in enumerate(songs)}
     items = [(rank[s], "", t) for s, t in zip(data.song, data.seconds, strict=True) if s in rank]
     index = [k for k, s in enumerate(data.song) if s in rank]
-    batch = pad([data.clips[s] for s in songs], [data.times[s] for s in songs])
+    batch = ClipBatch.of_arrays([data.clips[s] for s in songs], [data.times[s] for s in songs])
     result = localisation(model, batch, data.texts.subset(index), items)
     where = model.fusion.where
     assert where is not None
@@ -202,7 +189,7 @@ def train_locator(
     source = model.fingerprint
     model = with_locator(model, recipe.layers, recipe.seed)
     data = prepare_timed(model, manifests, out / "cache")
-    first = _songs_of_first(manifests[0])
+    first = data.first_songs
     val = list(range(first - min(recipe.val_songs, first // 5), first))
     held = set(val)
     items = [k for k, s in enumerate(data.song) if s not in held]
@@ -261,7 +248,6 @@ def train_locator(
         return {"stopped_at": end, "steps": recipe.steps, "history": history}
     assert best_state is not None
     where.load_state_dict(best_state)
-    model.requires_grad_(False)
     model.eval()
     model.trained = True
     save_checkpoint(model, out)
@@ -279,9 +265,3 @@ def train_locator(
     }
     (out / "locator_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
-
-
-def _songs_of_first(manifest: Path) -> int:
-    from collap_model.synth.dataset import read_manifest
-
-    return len(read_manifest(manifest))

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -256,7 +256,19 @@ def compact_pools(model: CoLLAP, audio: AudioCache, chunk: int = 256) -> np.ndar
     return np.concatenate(out)
 
 
-def lr_at(step: int, recipe: Recipe) -> float:
+class Schedule(Protocol):
+    """What a learning-rate schedule reads of a recipe (Recipe, locator.LocatorRecipe)."""
+
+    @property
+    def lr(self) -> float: ...
+    @property
+    def warmup(self) -> int: ...
+    @property
+    def steps(self) -> int: ...
+
+
+def lr_at(step: int, recipe: Schedule) -> float:
+    """Linear warm-up to `recipe.lr`, then cosine decay to 0 at `recipe.steps`."""
     if step < recipe.warmup:
         return recipe.lr * (step + 1) / recipe.warmup
     progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
