@@ -157,7 +157,10 @@ def add_parsers(sub: Any) -> None:
         "data", nargs="+", help="data set folders with timed texts (validation: the first's end)"
     )
     p.add_argument("--out", required=True, help="output checkpoint folder (resumable state)")
-    p.add_argument("--layers", type=int, default=2, help="context layers of the locator")
+    p.add_argument(
+        "--layers", type=int, default=2, choices=range(5), metavar="{0..4}",
+        help="context layers of the locator (0: none)",
+    )  # fmt: skip
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
