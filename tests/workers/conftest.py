@@ -179,14 +179,22 @@ class Cluster:
     def records(self) -> list[dict[str, Any]]:
         from workers import tasks
 
-        result = tasks.records.apply_async()
         # polled with plain GETs rather than awaited on the result backend's pub/sub: this
         # process's subscription does not survive a Redis restart, and a reply published while
-        # redis-py reconnects it is lost (the CI run of 2026-12-01 waited 60 s for one)
+        # redis-py reconnects it is lost (the CI run of 2026-12-01 waited 60 s for one).
+        # Asked again every 10 s: a store worker that does not own the store publishes its retry
+        # before it records the state RETRY, so when the owner answers that retry at once (a
+        # countdown of 0 s) the late RETRY overwrites the SUCCESS and the first ask never reads
+        # ready (the CI run of 2026-12-04, with a second store worker running)
         deadline = time.monotonic() + 60
+        result = tasks.records.apply_async()
+        asked = time.monotonic()
         while not result.ready():
             if time.monotonic() > deadline:
                 raise AssertionError(f"no reply to `records` in 60 s\n{self.logs()}")
+            if time.monotonic() - asked > 10:
+                result = tasks.records.apply_async()
+                asked = time.monotonic()
             time.sleep(0.1)
         records: list[dict[str, Any]] = result.get(timeout=10)
         return records
