@@ -47,9 +47,11 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argument
     )
     parser.add_argument(
         "--phrasings",
-        choices=("train", "heldout"),
-        default="train",
-        help="caption wording: train, or the held-out set kept for evaluation (default train)",
+        action="append",
+        choices=("train", "train-alt", "heldout"),
+        default=None,
+        help="caption wording: train, train-alt (a second training book), or the held-out set "
+        "kept for evaluation; repeat it to give each song one drawn from its seed (default train)",
     )
     parser.add_argument(
         "--queries", type=_positive_int, default=5, help="short queries per song (default 5)"
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         if args.soundfont is None or len(args.soundfont) > 1
         else args.soundfont[0],
         produce=args.produce,
-        phrasings=args.phrasings,
+        phrasings=args.phrasings or ["train"],
         queries=args.queries,
         min_seconds=args.min_seconds,
         max_seconds=args.max_seconds,

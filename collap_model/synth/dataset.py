@@ -17,7 +17,8 @@ format serves synthetic corpora and a user's own music with their own captions:
     seed      int, optional. The synthetic song's seed (`collap synth`).
     midi      str, optional. The MIDI file a synthetic song was rendered from.
     style     str, optional. The synthetic song's style ("pop", "jazz", "ambient", ...).
-    phrasings str, optional. The phrasebook of its caption and queries: "train" or "heldout".
+    phrasings str, optional. The phrasebook of its caption and queries: "train", "train-alt"
+              or "heldout".
     timed_queries  list of {"text": str, "time": seconds}, optional. Short queries for one
               moment each (an instrument entering, a section starting, a drop), worded without
               a time, with the second that moment starts (localisation).
@@ -219,7 +220,7 @@ def generate_dataset(
     *,
     soundfont: str | Path | Sequence[str | Path] | None = None,
     produce: bool = False,
-    phrasings: str = "train",
+    phrasings: str | Sequence[str] = "train",
     queries: int = QUERIES,
     min_seconds: float = 30.0,
     max_seconds: float = 300.0,
@@ -231,7 +232,8 @@ def generate_dataset(
     Song i uses seed `seed + i`; plans, MIDI files and the manifest depend only on the seed
     and options (not on `jobs`). Rendering runs `jobs` FluidSynth processes at once.
     `soundfont`: one soundfont, or several (each song draws one from its seed); `produce`:
-    give every song a production draw (synth/produce.py).
+    give every song a production draw (synth/produce.py). `phrasings`: one phrasebook, or
+    several (each song draws one from its seed, as with soundfonts).
     `progress(done, total)` is called after each song is rendered.
     """
     from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -251,8 +253,10 @@ def generate_dataset(
         raise SynthError(f"--jobs must be at least 1, got {jobs}")
     if queries < 1:
         raise SynthError(f"--queries must be at least 1, got {queries}")
-    if phrasings not in PHRASEBOOKS:
-        raise SynthError(f"unknown phrasings {phrasings!r}; use one of {', '.join(PHRASEBOOKS)}")
+    books = [phrasings] if isinstance(phrasings, str) else list(phrasings)
+    for book in books or [""]:
+        if book not in PHRASEBOOKS:
+            raise SynthError(f"unknown phrasings {book!r}; use one of {', '.join(PHRASEBOOKS)}")
     check_length(min_seconds, max_seconds)
     chosen = list(soundfont) if isinstance(soundfont, (list, tuple)) else [soundfont]
     fonts = [resolve_soundfont(f) for f in chosen]  # type: ignore[arg-type]
@@ -268,7 +272,9 @@ def generate_dataset(
     tasks: list[tuple[Path, Path, float, Path, Production | None, int]] = []
     for i in range(songs):
         plan = plan_song(seed + i, min_seconds, max_seconds)
-        text = describe(plan, phrasings, queries)
+        # its own generator: the plan, the audio and one-book sets stay as they were
+        book = books[random.Random(f"{plan.seed}:phrasings").randrange(len(books))]
+        text = describe(plan, book, queries)
         name = f"{i:0{width}d}"
         midi = root / "midi" / f"{name}.mid"
         flac = root / "audio" / f"{name}.flac"
@@ -291,7 +297,7 @@ def generate_dataset(
                 "seed": plan.seed,
                 "midi": f"midi/{name}.mid",
                 "style": plan.style,
-                "phrasings": phrasings,
+                "phrasings": book,
                 **extra,
             }
         )

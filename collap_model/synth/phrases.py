@@ -1,4 +1,4 @@
-"""Two disjoint phrasebooks for captions and queries: TRAIN and HELDOUT.
+"""Phrasebooks for captions and queries: TRAIN and TRAIN_ALT to train on, HELDOUT to evaluate.
 
 Held-out evaluation measures whether a model understands what happens in the music rather
 than the generator's wording, so HELDOUT shares no template with TRAIN and uses its own words
@@ -338,6 +338,217 @@ TRAIN = Phrasebook(
 )
 
 
+# A second training book: other templates and other words for the same facts, so that the
+# locator and the text side learn what a sentence says rather than one way of saying it. It
+# adds no word of HELDOUT's descriptive vocabulary that TRAIN does not already use (a test
+# holds this), so the held-out book stays unseen.
+TRAIN_ALT = Phrasebook(
+    name="train-alt",
+    and_=" and ",
+    styles={
+        "pop": ("pop tune", "pop record", "chart pop song"),
+        "rock": ("rock tune", "rock record", "hard-hitting rock song"),
+        "electronic": ("electronic dance tune", "synth-based dance track", "electro track"),
+        "orchestral": ("orchestral work", "piece for full orchestra", "concert piece"),
+        "jazz": ("jazz track", "jazz quartet tune", "swing-era jazz tune"),
+        "folk": ("folk piece", "unplugged folk song", "rustic folk tune"),
+        "ambient": ("ambient work", "ambient drone track", "spacey ambient piece"),
+    },
+    moods={
+        "major": ("cheery", "glad", "carefree", "warm-hearted"),
+        "minor": ("mournful", "bleak", "sorrowful", "downcast"),
+    },
+    paces=(
+        ("slow-moving", "languid"),
+        ("moderately paced", "walking-pace"),
+        ("peppy", "sprightly"),
+        ("rapid", "up-tempo", "frantic"),
+    ),
+    sections={
+        SectionKind.INTRO: ("intro section", "beginning", "instrumental intro"),
+        SectionKind.VERSE: ("verse segment", "A section"),
+        SectionKind.CHORUS: ("chorus segment", "big chorus", "sing-along chorus"),
+        SectionKind.BRIDGE: ("bridge segment", "C section"),
+        SectionKind.BREAKDOWN: ("breakdown segment", "thinned-out part", "lull"),
+        SectionKind.BUILDUP: ("build-up section", "lift", "swell"),
+        SectionKind.OUTRO: ("outro segment", "ending", "finale"),
+    },
+    ordinals=("second", "third", "fourth", "fifth"),
+    levels={
+        "pp": ("barely audible", "extremely soft"),
+        "p": ("subdued", "low"),
+        "mp": ("somewhat soft", "mellow"),
+        "mf": ("somewhat loud", "full-voiced"),
+        "f": ("powerful", "full-bodied"),
+        "ff": ("extremely loud", "deafening"),
+    },
+    level_phrase=("{level} in volume", "sounding {level}"),
+    grooves={
+        Groove.BACKBEAT: ("a straight backbeat on two and four", "a plain rock groove"),
+        Groove.FOUR_ON_THE_FLOOR: ("a steady dance kick", "a kick drum on all four beats"),
+        Groove.HALF_TIME: ("a heavy half-time beat", "a half-speed drum groove"),
+        Groove.SWING: ("a swing rhythm on the ride", "a ride-cymbal swing groove"),
+        Groove.BREAKBEAT: ("a funky breakbeat", "an off-beat breakbeat"),
+        Groove.LIGHT: ("a soft rim-click groove", "a light cross-stick beat"),
+        Groove.SHAKER: ("a shaker pattern", "a light shaker beat"),
+        Groove.WALTZ: ("a three-four waltz beat", "a waltz rhythm on the drums"),
+        Groove.TOMS: ("rumbling toms", "heavy beats on the toms"),
+        Groove.SNARE_ROLL: ("a speeding snare roll", "a snare roll rising in speed"),
+    },
+    aliases={
+        "drums": ("drums", "a drummer"),
+        "piano": ("piano", "a piano"),
+        "electric piano": ("electric piano", "e-piano"),
+        "organ": ("organ", "Hammond organ"),
+        "church organ": ("church organ", "cathedral organ"),
+        "nylon guitar": ("nylon guitar", "nylon-string guitar"),
+        "acoustic guitar": ("acoustic guitar", "strummed acoustic guitar"),
+        "jazz guitar": ("jazz guitar", "archtop guitar"),
+        "clean electric guitar": ("clean electric guitar", "clean-toned guitar"),
+        "distorted guitar": ("distorted guitar", "distortion guitar"),
+        "overdriven guitar": ("overdriven guitar", "driven guitar"),
+        "strings": ("strings", "violins and cellos"),
+        "slow strings": ("slow strings", "long string notes"),
+        "synth strings": ("synth strings", "string synth"),
+        "pizzicato strings": ("pizzicato strings", "pizzicato"),
+        "electric bass": ("electric bass", "electric bass line"),
+        "picked bass": ("picked bass", "plectrum bass"),
+        "saw lead": ("a saw lead", "a sawtooth lead synth"),
+        "square lead": ("a square lead", "a square-wave lead"),
+        "synth pad": ("a synth pad", "a pad"),
+        "warm pad": ("a warm pad", "a soft warm pad"),
+        "sweep pad": ("a sweep pad", "a filtered sweep pad"),
+        "polysynth": ("a polysynth", "layered synths"),
+        "synth brass": ("synth brass", "brassy synths"),
+        "brass section": ("a brass section", "trumpets and trombones"),
+        "choir": ("a choir", "sung choir parts"),
+        "upright bass": ("upright bass", "bowed upright bass"),
+        "synth bass": ("synth bass", "a synthesizer bassline"),
+        "alto sax": ("alto sax", "an alto saxophone"),
+        "tenor sax": ("tenor sax", "a tenor saxophone"),
+        "pan flute": ("pan flute", "a pan flute"),
+    },
+    lengths=("around {words}", "nearly {words}"),
+    overview=(
+        "Overall, {a_mood} {style} in {key}, {tempo} BPM, {length} in length.",
+        "The song is {a_mood}, {pace} {style} at {tempo} BPM in {key}.",
+        "{a_mood} {style} in {meter}, played {pace} at {tempo} BPM, in {key}, {length} long.",
+    ),
+    opening=(
+        "The song begins with {parts}, {level_phrase}.",
+        "The {section} is played by {parts}, {level_phrase}.",
+        "To begin, {parts} can be heard in the {section}, {level_phrase}.",
+    ),
+    opening_slow=("The beginning is slower, {tempo} BPM.",),
+    head=(
+        "The {section} starts at {t}, {texture}, {level_phrase}.",
+        "From {t} the {section} plays, {texture}, {level_phrase}.",
+        "At {t} there is the {section}, {texture}, {level_phrase}.",
+    ),
+    head_short=("{t} brings the {section}, {texture}.", "At {t}: the {section}, {texture}."),
+    texture_all=("played by {parts}", "on {parts}"),
+    texture_enter=("now with {entering}", "now joined by {entering}"),
+    texture_leave=("without {leaving}", "with {leaving} gone"),
+    texture_same=("with no change of instruments", "on the same instruments as before"),
+    drums_in=("The drums start, playing {groove}.", "A beat starts: {groove}."),
+    drums_out=("The drums fall silent.", "The beat stops."),
+    groove_change=("The drumming changes to {groove}.", "The drum pattern turns into {groove}."),
+    tempo_up=("The song speeds up to {tempo} BPM.", "It gets quicker, now {tempo} BPM."),
+    tempo_down=("The song slows down to {tempo} BPM.", "It gets slower, now {tempo} BPM."),
+    accelerando=("This section accelerates from {tempo} BPM to {tempo_end} BPM.",),
+    ritardando=("This section slows down from {tempo} BPM to {tempo_end} BPM.",),
+    key_change=("The song changes key to {key}.", "A modulation takes it into {key}."),
+    meter_change=("The music switches to {meter} time.",),
+    crescendo=(
+        "The sound gets louder, from {level0} to {level1}.",
+        "The dynamics rise from {level0} to {level1}.",
+    ),
+    decrescendo=("The sound gets softer, from {level0} to {level1}.",),
+    drop=(
+        "All of a sudden it goes nearly silent.",
+        "Suddenly the band stops and only a faint sound is left.",
+    ),
+    fade=("The sound fades out little by little.",),
+    role_lead=("The lead line is on {inst}.", "The tune is carried on {inst}."),
+    role_bass=("The low end is held down by {inst}.",),
+    role_arp=("Arpeggiated figures are played on {inst}.",),
+    role_pad=("Long held chords are played on {inst}.",),
+    role_counter=("A second melody is played on {inst}.",),
+    role_chords=("The harmony is played on {inst}.",),
+    harmony=("The chord progression is {roman}.",),
+    density={
+        Density.SPARSE: ("There are only a few notes at a time.",),
+        Density.MODERATE: ("The arrangement has a medium amount going on.",),
+        Density.DENSE: ("There is a lot going on at once.",),
+    },
+    groove_keep=("The drums stay on {groove}.",),
+    reprise=("The melody from the earlier {section} comes back.",),
+    structure=("The form is {form}.",),
+    palette=("The instruments are {all_parts}.",),
+    ending_fade=("At the end the song fades to silence.",),
+    ending_chord=("The last sound is a held {tonic} chord.",),
+    clock=("at the {t} mark", "starting {t}"),
+    when=(
+        ("at the start", "in the first part of the song"),
+        ("partway through", "in the middle of the song"),
+        ("at the end", "in the last part of the song"),
+    ),
+    q_overall=(
+        "{a_mood} {style} using {inst1} and {inst2}",
+        "{pace} {style} at {tempo} BPM in {key}",
+        "{mood}, {pace} {style} with {inst1}",
+    ),
+    q_opening=(
+        "begins with {parts}",
+        "the {section} on {parts}, {level}",
+        "song starting with {parts}",
+    ),
+    q_entry=("{inst} starts playing {at}", "{inst} enters {at}", "{at} {inst} comes in"),
+    q_section=(
+        "the {section} {at}",
+        "{level} {section} on {parts} {at}",
+        "{section} played by {parts} {at}",
+    ),
+    q_tempo_up=("speeds up to {tempo} BPM {at}", "it gets quicker {at}"),
+    q_tempo_down=("slows to {tempo} BPM {at}", "it gets slower {at}"),
+    q_key=("changes key to {key} {at}", "modulation into {key} {at}"),
+    q_meter=("switch to {meter} time {at}",),
+    q_drop=(
+        "goes nearly silent {at}",
+        "the music cuts out {at}",
+        "sudden silence {at}",
+    ),
+    q_build=(
+        "gets louder from {level0} to {level1} {at}",
+        "rising dynamics {at}",
+        "a big build-up {at}",
+    ),
+    q_fade=("fades out little by little at the end", "song that fades to silence"),
+    q_chord_end=("last sound is a held {tonic} chord", "finishes on one long chord"),
+    q_no_drums=(
+        "{style} without any drums",
+        "{style} with only {inst1} and {inst2}, no drums",
+        "{style} with no beat, {inst1} and {inst2}",
+    ),
+    q_identity=(
+        "{style} using {inst1}, {inst2} and {inst3}",
+        "{mood} {style} using {inst1} and {inst2}",
+        "{style} played on {inst1} and {inst2}",
+        "{style} with {inst1} over {inst2}",
+        "{style} built on {inst1}",
+        "{style} full of {inst1}",
+        "{inst1} and {inst2} in a {style}",
+        "{style} of {inst1}, {inst2} and {inst3}",
+    ),
+    q_joint=(
+        "{identity}, and then {fact}",
+        "{identity} with {fact}",
+        "{identity}. {fact}",
+        "{identity} - then {fact}",
+    ),
+)
+
+
 HELDOUT = Phrasebook(
     name="heldout",
     and_=", and ",
@@ -519,4 +730,4 @@ HELDOUT = Phrasebook(
     q_joint=("{identity} - {fact}", "{identity}; {fact}", "{identity} in which {fact}"),
 )
 
-PHRASEBOOKS: dict[str, Phrasebook] = {TRAIN.name: TRAIN, HELDOUT.name: HELDOUT}
+PHRASEBOOKS: dict[str, Phrasebook] = {book.name: book for book in (TRAIN, TRAIN_ALT, HELDOUT)}

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from collap_model.synth.arrange import arrange
 from collap_model.synth.captions import QUERY_WORDS, clock, describe, words
 from collap_model.synth.dataset import ManifestError, generate_dataset, read_manifest
 from collap_model.synth.midi import read_markers
-from collap_model.synth.phrases import HELDOUT, PHRASEBOOKS, TRAIN, Phrasebook
+from collap_model.synth.phrases import HELDOUT, PHRASEBOOKS, TRAIN, TRAIN_ALT, Phrasebook
 from collap_model.synth.render import SAMPLE_RATE, render_song, resolve_soundfont
 from collap_model.synth.structure import (
     SectionKind,
@@ -131,7 +132,7 @@ def test_bad_song_lengths_are_refused() -> None:
 # -- captions and queries --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("phrasing", ["train", "heldout"])
+@pytest.mark.parametrize("phrasing", ["train", "train-alt", "heldout"])
 def test_captions_are_150_to_400_words_with_true_section_timestamps(phrasing: str) -> None:
     for plan in plans():
         caption = describe(plan, phrasing).caption
@@ -142,7 +143,7 @@ def test_captions_are_150_to_400_words_with_true_section_timestamps(phrasing: st
         assert seconds == sorted(seconds)  # narrated in order
 
 
-@pytest.mark.parametrize("phrasing", ["train", "heldout"])
+@pytest.mark.parametrize("phrasing", ["train", "train-alt", "heldout"])
 def test_queries_are_five_short_distinct_texts(phrasing: str) -> None:
     for plan in plans():
         queries = describe(plan, phrasing).queries
@@ -155,7 +156,7 @@ def test_queries_are_five_short_distinct_texts(phrasing: str) -> None:
             assert stamp in times
 
 
-@pytest.mark.parametrize("phrasing", ["train", "heldout"])
+@pytest.mark.parametrize("phrasing", ["train", "train-alt", "heldout"])
 def test_most_queries_name_the_songs_style_and_a_main_instrument(phrasing: str) -> None:
     """A fact like "the tempo gets slower at 1:20" is true of many songs; queries lead with
     which song they mean, so that one query can find one song in a catalog."""
@@ -171,27 +172,43 @@ def test_most_queries_name_the_songs_style_and_a_main_instrument(phrasing: str) 
     assert named >= 0.7 * total, (named, total)
 
 
-def test_heldout_phrasings_share_no_template_or_descriptive_word_with_train() -> None:
-    assert TRAIN.templates().isdisjoint(HELDOUT.templates())
-
-    def vocab(book: Phrasebook) -> set[str]:
-        out: set[str] = set()
-        for table in ("styles", "moods", "sections", "levels", "grooves"):
-            for options in getattr(book, table).values():
-                out.update(options)
-        out.update(w for pace in book.paces for w in pace)
-        return out
-
-    assert vocab(TRAIN).isdisjoint(vocab(HELDOUT))
+@pytest.mark.parametrize("book", [TRAIN, TRAIN_ALT], ids=lambda b: b.name)
+def test_heldout_phrasings_share_no_template_or_descriptive_word_with_training(
+    book: Phrasebook,
+) -> None:
+    assert book.templates().isdisjoint(HELDOUT.templates())
+    assert vocab(book).isdisjoint(vocab(HELDOUT))
     # an instrument's other names: a held-out one is never a training one
     heldout_names = {a for names in HELDOUT.aliases.values() for a in names}
-    for canonical, names in TRAIN.aliases.items():
+    for canonical, names in book.aliases.items():
         assert heldout_names.isdisjoint(set(names) - {canonical}), canonical
         assert set(names).isdisjoint(HELDOUT.aliases.get(canonical, ())), canonical
     for plan in plans()[:10]:
-        train, heldout = describe(plan, "train"), describe(plan, "heldout")
+        train, heldout = describe(plan, book.name), describe(plan, "heldout")
         assert train.caption != heldout.caption
         assert set(train.queries).isdisjoint(heldout.queries)
+
+
+def test_the_second_training_book_is_new_wording_that_brings_no_heldout_word() -> None:
+    assert TRAIN_ALT.templates().isdisjoint(TRAIN.templates())
+    assert vocab(TRAIN_ALT).isdisjoint(vocab(TRAIN))
+
+    def words(phrases: set[str]) -> set[str]:
+        found = {w for p in phrases for w in re.findall(r"[a-z][a-z'-]*", p.lower())}
+        return found - {"a", "an", "the", "of", "on", "in", "with", "and", "to"}
+
+    # every descriptive word it shares with the held-out book, the first book already uses
+    brought = words(vocab(TRAIN_ALT)) & words(vocab(HELDOUT))
+    assert brought <= words(vocab(TRAIN)), brought - words(vocab(TRAIN))
+
+
+def vocab(book: Phrasebook) -> set[str]:
+    out: set[str] = set()
+    for table in ("styles", "moods", "sections", "levels", "grooves"):
+        for options in getattr(book, table).values():
+            out.update(options)
+    out.update(w for pace in book.paces for w in pace)
+    return out
 
 
 def test_unknown_phrasing_is_an_error() -> None:
@@ -314,10 +331,12 @@ def parser() -> argparse.ArgumentParser:
 def test_cli_registers_synth_with_defaults() -> None:
     args = parser().parse_args(["synth", "out"])
     assert args.func is synth_cli.run
-    assert (args.songs, args.seed, args.phrasings, args.jobs) == (100, 0, "train", None)
+    assert (args.songs, args.seed, args.phrasings, args.jobs) == (100, 0, None, None)
     assert (args.min_seconds, args.max_seconds, args.soundfont) == (30.0, 300.0, None)
     assert args.queries == 5
     assert parser().parse_args(["synth", "out", "--queries", "10"]).queries == 10
+    books = ["--phrasings", "train", "--phrasings", "train-alt"]
+    assert parser().parse_args(["synth", "out", *books]).phrasings == ["train", "train-alt"]
     for bad in (["--phrasings", "test"], ["--queries", "0"]):
         with pytest.raises(SystemExit):
             parser().parse_args(["synth", "out", *bad])
@@ -385,6 +404,24 @@ def test_end_to_end_two_songs_render_to_flac_with_a_valid_manifest(tmp_path: Pat
     )
     for name in ("manifest.jsonl", "midi/00000.mid", "midi/00001.mid"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+@needs_fluidsynth
+def test_several_phrasebooks_word_each_song_from_one_drawn_by_its_seed(tmp_path: Path) -> None:
+    books = ["train", "train-alt"]
+    kwargs: dict[str, Any] = {"soundfont": soundfont(), "min_seconds": 30, "max_seconds": 30}
+    generate_dataset(tmp_path / "mixed", 6, 10, phrasings=books, **kwargs)
+    generate_dataset(tmp_path / "one", 6, 10, phrasings="train", **kwargs)
+    mixed = read_manifest(tmp_path / "mixed" / "manifest.jsonl")
+    drawn = [str(e.model_extra["phrasings"]) for e in mixed]  # type: ignore[index]
+    assert set(drawn) == set(books), drawn  # both books, each song worded by its own
+    for entry, book in zip(mixed, drawn, strict=True):
+        assert entry.caption == describe(plan_song(entry.seed or 0, 30, 30), book).caption
+    # the songs themselves do not depend on the wording
+    for name in (f"midi/0000{i}.mid" for i in range(6)):
+        assert (tmp_path / "mixed" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    with pytest.raises(SynthError, match="phrasings"):
+        generate_dataset(tmp_path / "bad", 1, 0, phrasings=["train", "test"], **kwargs)
 
 
 @needs_fluidsynth
