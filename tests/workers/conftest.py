@@ -183,9 +183,10 @@ class Cluster:
         # process's subscription does not survive a Redis restart, and a reply published while
         # redis-py reconnects it is lost (the CI run of 2026-12-01 waited 60 s for one).
         # Asked again every 10 s: a store worker that does not own the store publishes its retry
-        # before it records the state RETRY, so when the owner answers that retry at once (a
-        # countdown of 0 s) the late RETRY overwrites the SUCCESS and the first ask never reads
-        # ready (the CI run of 2026-12-04, with a second store worker running)
+        # and then records RETRY by a read and a write (celery's KeyValueStoreBackend
+        # _store_result), so an owner that answers the retry at once (a countdown of 0 s) can
+        # land SUCCESS between the two, and the first ask never reads ready (the CI run of
+        # 2026-12-04, with a second store worker running)
         deadline = time.monotonic() + 60
         result = tasks.records.apply_async()
         asked = time.monotonic()
