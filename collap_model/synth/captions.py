@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from collap_model.synth.palette import DRUM_KIT, Groove, Role
 from collap_model.synth.phrases import PHRASEBOOKS, Phrasebook
 from collap_model.synth.structure import (
+    LEVELS,
     Key,
     Section,
     SectionKind,
@@ -438,6 +439,19 @@ class _Writer:
             text = " ".join(template.format(**{**fields, "at": ""}).split()).strip(" ,")
             if 2 <= words(text) <= QUERY_WORDS[1] and text not in [t for t, _ in out]:
                 out.append((text, round(float(fields["_t"]), 3)))  # type: ignore[arg-type]
+        # drawn after every other query, so a book with transitions words those as before
+        for prev, s in itertools.pairwise(self.plan.sections if self.book.q_transition else ()):
+            louder = LEVELS.index(s.levels[0]) > LEVELS.index(prev.levels[-1])
+            templates = self.book.q_transition_up if louder else self.book.q_transition
+            fields = {
+                "section0": self.section_name(prev),
+                "section1": self.section_name(s),
+                "level0": self.level(prev.levels[-1]),
+                "level1": self.level(s.levels[0]),
+            }
+            text = " ".join(self.rng.choice(templates).format(**fields).split())
+            if words(text) <= QUERY_WORDS[1] and text not in [t for t, _ in out]:
+                out.append((text, round(s.start, 3)))
         return sorted(out, key=lambda q: q[1])
 
     def queries(self, count: int) -> list[str]:

@@ -91,6 +91,11 @@ class Phrasebook:
     # what a query leads with to say which song it means, before one thing that happens in it
     q_identity: tuple[str, ...]  # {a_mood} {mood} {style} {inst1} {inst2} {inst3}
     q_joint: tuple[str, ...]  # {identity} {fact}: the two halves of a query
+    # timed queries for one section turning into the next, placed where the next begins
+    # ({section0} {section1} {level0} {level1}); `_up` where the next is louder. A book
+    # without them (TRAIN, HELDOUT) words no such query, so its sets read as before.
+    q_transition: tuple[str, ...] = ()
+    q_transition_up: tuple[str, ...] = ()
 
     def templates(self) -> set[str]:
         """Every sentence, query and word choice of the book (for the disjointness test);
@@ -545,6 +550,18 @@ TRAIN_ALT = Phrasebook(
         "{identity} with {fact}",
         "{identity}. {fact}",
         "{identity} - then {fact}",
+    ),
+    q_transition=(
+        "the {section0} leads into the {section1}",
+        "from the {section0} into the {section1}",
+        "{section0} giving way to the {section1}",
+        "where the {section0} turns into the {section1}",
+    ),
+    q_transition_up=(
+        "{level0} {section0} that builds into a {level1} {section1}",
+        "{section0} growing into the {section1}",
+        "the {section0} rises to a {level1} {section1}",
+        "{level0} {section0}, then a {level1} {section1}",
     ),
 )
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import shutil
@@ -209,6 +210,20 @@ def vocab(book: Phrasebook) -> set[str]:
             out.update(options)
     out.update(w for pace in book.paces for w in pace)
     return out
+
+
+def test_the_second_book_words_each_section_change_where_the_next_section_begins() -> None:
+    names = TRAIN_ALT.sections
+    for plan in plans():
+        timed = describe(plan, "train-alt").timed
+        for prev, s in itertools.pairwise(plan.sections):
+            at = [t for t, when in timed if when == round(s.start, 3)]
+            assert any(
+                any(n in t for n in names[prev.kind]) and any(n in t for n in names[s.kind])
+                for t in at
+            ), (plan.seed, s.start, at)
+    # the other books word no such query: their data sets read as they did
+    assert TRAIN.q_transition == TRAIN.q_transition_up == HELDOUT.q_transition == ()
 
 
 def test_unknown_phrasing_is_an_error() -> None:
