@@ -43,12 +43,12 @@ def test_a_sentence_with_no_time_or_two_is_not_timed() -> None:
 
 
 def test_every_timed_sentence_of_generated_captions_loses_its_digits() -> None:
-    """Both phrasebooks: each section start narrated with a time yields its sentence without
+    """Every phrasebook: each section start narrated with a time yields its sentence without
     a digit left, at that section's start (rounded to the second, as captions write it)."""
     for seed in range(4):
         plan = plan_song(seed)
         starts = {round(s.start) for s in plan.sections}
-        for phrasing in ("train", "heldout"):
+        for phrasing in ("train", "train-alt", "heldout"):
             items = caption_times(describe(plan, phrasing).caption)
             assert len(items) >= 3
             for text, seconds in items:
