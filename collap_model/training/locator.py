@@ -30,6 +30,7 @@ from collap_model.config import ModelConfig
 from collap_model.fusion import WhereHead
 from collap_model.model import CoLLAP
 from collap_model.outputs import ClipBatch
+from collap_model.text_encoder import TextStates
 from collap_model.training.cache import DATA_CACHE, TextCache, audio_cache, text_cache
 from collap_model.training.evaluate import embed_songs, localisation
 from collap_model.training.timing import target_clip, timed_texts
@@ -51,6 +52,9 @@ class LocatorRecipe:
     # chance each word of a training text is hidden from the locator (at least one stays):
     # evaluation texts are worded otherwise, so no single word may carry a placement
     word_dropout: float = 0.0
+    # chance each word's backbone state is swapped for a random word's of another text: a word
+    # the locator never saw in that place reads as such, where hiding it leaves the rest
+    word_swap: float = 0.0
     val_songs: int = 40
     eval_every: int = 250
     seed: int = 0
@@ -137,10 +141,12 @@ def locator_loss(
     neighbour: float,
     word_dropout: float = 0.0,
     generator: torch.Generator | None = None,
+    word_swap: float = 0.0,
 ) -> torch.Tensor:
     """Mean cross-entropy of the locator's evidence over each picked text's own song against
     its stated clip and, with `neighbour` of the mass each, the clips beside it; with
-    `word_dropout`, each token hidden with that chance (drawn from `generator`)."""
+    `word_dropout`, each token hidden with that chance, and with `word_swap` each token's
+    backbone state replaced by a random token's of the cache (both drawn from `generator`)."""
     where = model.fusion.where
     assert where is not None
     dev = model.device
@@ -149,8 +155,11 @@ def locator_loss(
     batch = batch.to(dev)
     counts = [data.clips[s].shape[0] for s in songs]
     targets = [target_clip(data.seconds[k], data.times[data.song[k]]) for k in picked]
+    states = data.texts.states(list(picked))
+    if word_swap > 0:
+        states = swap_words(states, data.texts, word_swap, generator)
     with torch.no_grad():
-        text = model.text_encoder(data.texts.states(list(picked)))
+        text = model.text_encoder(states)
     if word_dropout > 0:
         keep = torch.rand(text.mask.shape, generator=generator) >= word_dropout
         keep = keep.to(dev) & text.mask
@@ -161,6 +170,23 @@ def locator_loss(
     goal = soft_targets(targets, counts, evidence.shape[1], neighbour).to(dev)
     logp = torch.log_softmax(evidence, dim=1).masked_fill(~batch.mask, 0.0)
     return -(goal * logp).sum(dim=1).mean()
+
+
+def swap_words(
+    states: TextStates, cache: TextCache, chance: float, generator: torch.Generator | None
+) -> TextStates:
+    """`states` with each token's backbone state, with `chance`, that of a token drawn from
+    the whole cache; the pooled states stay (the locator reads the tokens)."""
+    pool = cache.tokens.shape[0]
+    out = []
+    for tokens in states.tokens:
+        hit = torch.rand(tokens.shape[0], generator=generator) < chance
+        if hit.any():
+            rows = torch.randint(pool, (int(hit.sum()),), generator=generator).numpy()
+            tokens = tokens.clone()
+            tokens[hit] = torch.from_numpy(np.asarray(cache.tokens[rows], dtype=np.float32))
+        out.append(tokens)
+    return TextStates(out, states.pooled)
 
 
 def validate(model: CoLLAP, data: TimedData, songs: Sequence[int]) -> dict[str, float]:
@@ -220,7 +246,9 @@ def train_locator(
         size = min(recipe.batch, len(items))
         picked = [int(k) for k in rng.choice(items, size=size, replace=False)]
         words = torch.Generator().manual_seed(recipe.seed * 1_000_003 + step)
-        loss = locator_loss(model, data, picked, recipe.neighbour, recipe.word_dropout, words)
+        loss = locator_loss(
+            model, data, picked, recipe.neighbour, recipe.word_dropout, words, recipe.word_swap
+        )
         for group in opt.param_groups:
             group["lr"] = lr_at(step, recipe)
         opt.zero_grad(set_to_none=True)

@@ -236,3 +236,31 @@ def test_the_locator_trains_alone_resumes_and_leaves_the_scores_alone(
     assert after < before - 0.1
     with pytest.raises(ValueError, match="another recipe"):
         train_locator("default", [manifest], tmp_path / "b", LocatorRecipe(layers=2, steps=30))
+
+
+def test_word_swap_reads_some_words_as_other_texts_words_and_never_touches_the_rest() -> None:
+    import numpy as np
+
+    from collap_model.text_encoder import TextStates
+    from collap_model.training.cache import TextCache
+    from collap_model.training.locator import swap_words
+
+    # two texts of 3 and 2 tokens, each token's state a distinct constant row
+    tokens = np.arange(5, dtype=np.float16)[:, None].repeat(4, axis=1)
+    cache = TextCache(tokens, np.array([0, 3, 5]), np.zeros((2, 4), dtype=np.float16))
+    states = cache.states([0, 1])
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(swap_words(states, cache, 0.0, None).tokens, states.tokens, strict=True)
+    )
+    # replace every token, seeded: each row is some cache row, the same with the same seed,
+    # and the pooled states are left as they were
+    swapped = swap_words(states, cache, 1.0, torch.Generator().manual_seed(0))
+    again = swap_words(states, cache, 1.0, torch.Generator().manual_seed(0))
+    assert isinstance(swapped, TextStates) and swapped.pooled is states.pooled
+    rows = {float(r) for t in swapped.tokens for r in t[:, 0]}
+    assert rows <= {0.0, 1.0, 2.0, 3.0, 4.0}
+    assert [t.shape for t in swapped.tokens] == [(3, 4), (2, 4)]
+    assert all(torch.equal(a, b) for a, b in zip(swapped.tokens, again.tokens, strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(swapped.tokens, states.tokens, strict=True))
+    assert torch.equal(states.tokens[0][:, 0], torch.tensor([0.0, 1.0, 2.0]))  # a copy swapped
