@@ -439,10 +439,16 @@ class _Writer:
             text = " ".join(template.format(**{**fields, "at": ""}).split()).strip(" ,")
             if 2 <= words(text) <= QUERY_WORDS[1] and text not in [t for t, _ in out]:
                 out.append((text, round(float(fields["_t"]), 3)))  # type: ignore[arg-type]
-        # drawn after every other query, so a book with transitions words those as before
-        for prev, s in itertools.pairwise(self.plan.sections if self.book.q_transition else ()):
+        if self.book.q_transition:  # drawn after every other query, which read as before
+            out.extend(self.transitions({t for t, _ in out}))
+        return sorted(out, key=lambda q: q[1])
+
+    def transitions(self, taken: set[str]) -> list[tuple[str, float]]:
+        """A timed query for each section turning into the next, at the next one's start."""
+        out: list[tuple[str, float]] = []
+        for prev, s in itertools.pairwise(self.plan.sections):
             louder = LEVELS.index(s.levels[0]) > LEVELS.index(prev.levels[-1])
-            templates = self.book.q_transition_up if louder else self.book.q_transition
+            templates = (louder and self.book.q_transition_up) or self.book.q_transition
             fields = {
                 "section0": self.section_name(prev),
                 "section1": self.section_name(s),
@@ -450,9 +456,10 @@ class _Writer:
                 "level1": self.level(s.levels[0]),
             }
             text = " ".join(self.rng.choice(templates).format(**fields).split())
-            if words(text) <= QUERY_WORDS[1] and text not in [t for t, _ in out]:
+            if words(text) <= QUERY_WORDS[1] and text not in taken:
+                taken.add(text)
                 out.append((text, round(s.start, 3)))
-        return sorted(out, key=lambda q: q[1])
+        return out
 
     def queries(self, count: int) -> list[str]:
         """The overall description, then facts each led by the song's identity; facts too

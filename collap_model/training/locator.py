@@ -247,8 +247,9 @@ def train_locator(
         picked = [int(k) for k in rng.choice(items, size=size, replace=False)]
         words = torch.Generator().manual_seed(recipe.seed * 1_000_003 + step)
         loss = locator_loss(
-            model, data, picked, recipe.neighbour, recipe.word_dropout, words, recipe.word_swap
-        )
+            model, data, picked, recipe.neighbour, recipe.word_dropout, words,
+            word_swap=recipe.word_swap,
+        )  # fmt: skip
         for group in opt.param_groups:
             group["lr"] = lr_at(step, recipe)
         opt.zero_grad(set_to_none=True)
