@@ -106,6 +106,14 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chance(text: str) -> float:
+    """A probability from the command line: a one-line error outside 0..1."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a chance is between 0 and 1, got {text}")
+    return value
+
+
 def _manifest(data: str) -> Path:
     path = Path(data)
     return path / "manifest.jsonl" if path.is_dir() else path
@@ -168,10 +176,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--neighbour", type=float, default=0.2, help="target mass on each adjacent clip")
     p.add_argument(
-        "--word-dropout", type=float, default=0.0, help="chance each training word is hidden"
+        "--word-dropout", type=_chance, default=0.0, help="chance each training word is hidden"
     )
     p.add_argument(
-        "--word-swap", type=float, default=0.0,
+        "--word-swap", type=_chance, default=0.0,
         help="chance each training word reads as a random word of another text",
     )  # fmt: skip
     p.add_argument("--val-songs", type=int, default=40)

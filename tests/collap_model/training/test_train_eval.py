@@ -264,3 +264,16 @@ def test_word_swap_reads_some_words_as_other_texts_words_and_never_touches_the_r
     assert all(torch.equal(a, b) for a, b in zip(swapped.tokens, again.tokens, strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(swapped.tokens, states.tokens, strict=True))
     assert torch.equal(states.tokens[0][:, 0], torch.tensor([0.0, 1.0, 2.0]))  # a copy swapped
+
+
+@pytest.mark.parametrize("option", ["--word-dropout", "--word-swap"])
+@pytest.mark.parametrize("value", ["-0.1", "1.5", "often"])
+def test_a_locator_chance_outside_0_to_1_is_a_one_line_error(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["locator", "default", "data", "--out", "o", option, value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert option in err[-1] and "Traceback" not in "\n".join(err)
+    assert build_parser().parse_args(["locator", "default", "d", "--out", "o", option, "0.3"])
