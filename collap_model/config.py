@@ -173,11 +173,17 @@ class FusionConfig(_Frozen):
     # clips and cross-attention to the text's tokens, so "the second chorus" or "after the
     # bridge" can be placed by what comes before and after
     locator_layers: int = Field(0, ge=0, le=4)
+    # the locator also reads the text's sentence embedding (MiniLM's pooled state, projected):
+    # the backbone was trained so that paraphrases lie close there, where its token states of
+    # a word the locator never saw need not
+    locator_sentence: bool = False
 
     @model_validator(mode="after")
     def _check_locator(self) -> FusionConfig:
         if self.locator_layers and not self.locator:
             raise ValueError("locator_layers needs locator: true")
+        if self.locator_sentence and not self.locator:
+            raise ValueError("locator_sentence needs locator: true")
         return self
 
 
@@ -252,6 +258,8 @@ class ModelConfig(_Frozen):
             data["fusion"].pop("locator")
         if not data["fusion"]["locator_layers"]:
             data["fusion"].pop("locator_layers")
+        if not data["fusion"]["locator_sentence"]:
+            data["fusion"].pop("locator_sentence")
         return data
 
 

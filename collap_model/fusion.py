@@ -205,7 +205,11 @@ class WhereHead(nn.Module):
     transformer layers: h⁰_n = k_n + W_x Σ_l β'_l q_l, then per layer self-attention over the
     song's clips (where a section repeats, what came before) and cross-attention to the text's
     tokens (which words matter at this clip), and e_n gains w_o · h^L_n. This term costs a pass
-    per (text, song) pair, which is why it only explains hits and never ranks them."""
+    per (text, song) pair, which is why it only explains hits and never ranks them.
+
+    With fusion.locator_sentence the query also reads the text whole: Σ_l β'_l q_l + W_s s,
+    s the text's sentence embedding (TextEmbedding.sentence), where the backbone puts
+    paraphrases close whatever their words."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -215,6 +219,7 @@ class WhereHead(nn.Module):
         self.w_word = nn.Linear(d, 1)
         self.w_c = nn.Linear(3 * d, f.attn_dim)
         self.time = TimeEncoding(f.time_frequencies, f.max_period_seconds, f.attn_dim)
+        self.w_sentence = nn.Linear(d, f.attn_dim) if f.locator_sentence else None
         self.context: nn.TransformerDecoder | None = None
         if f.locator_layers:
             self.w_x = nn.Linear(f.attn_dim, f.attn_dim)
@@ -264,9 +269,15 @@ class WhereHead(nn.Module):
         return evidence.masked_fill(~clips.mask, float("-inf"))
 
     def query(self, text: TextEmbedding) -> Tensor:
-        """Texts -> (B, d): Σ_l β'_l q_l."""
+        """Texts -> (B, d): Σ_l β'_l q_l (+ W_s s)."""
         words = masked_softmax(self.w_word(text.tokens).squeeze(-1), text.mask, dim=1)  # (B, L)
-        return torch.einsum("il,ild->id", words, self.w_q(text.tokens))
+        query = torch.einsum("il,ild->id", words, self.w_q(text.tokens))
+        if self.w_sentence is not None:
+            # a text the tokenizer reads as nothing has no sentence either (its pool is empty)
+            worded = text.mask.any(dim=1, keepdim=True)
+            whole = self.w_sentence(text.sentence.to(query.dtype))
+            query = query + torch.where(worded, whole, torch.zeros_like(whole))
+        return query
 
     def in_context(
         self, query: Tensor, tokens: Tensor, token_mask: Tensor, keys: Tensor, mask: Tensor

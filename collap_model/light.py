@@ -41,10 +41,12 @@ _SQRT_HALF = np.float32(1 / math.sqrt(2))
 
 @dataclass(frozen=True)
 class LightText:
-    """One text: projected tokens T (L, D) and its tag-bridge vector b (K,) or None."""
+    """One text: projected tokens T (L, D), its tag-bridge vector b (K,) or None, and its
+    sentence embedding s (D,), normalised (what a locator with fusion.locator_sentence reads)."""
 
     tokens: Array
     tags: Array | None
+    sentence: Array | None = None
 
 
 def load_light(name_or_path: str | Path | None = None, device: str = "auto") -> LightModel | None:
@@ -116,7 +118,11 @@ class LightModel:
         pooled = hidden.mean(axis=0) if t.pooling is TextPooling.MEAN else last
         tokens = _linear(self._norm("text_encoder.token_proj.0", hidden), self.w,
                          "text_encoder.token_proj.1")  # fmt: skip
-        return LightText(tokens, self._bridge(pooled))
+        sentence = _normalize(
+            _linear(self._norm("text_encoder.sentence_proj.0", pooled), self.w,
+                    "text_encoder.sentence_proj.1")
+        )  # fmt: skip
+        return LightText(tokens, self._bridge(pooled), sentence)
 
     def _norm(self, name: str, x: Array) -> Array:
         return _layer_norm(x, self.w[f"{name}.weight"], self.w[f"{name}.bias"], 1e-5)
@@ -212,6 +218,9 @@ class LightModel:
             return out
         words = _softmax(_linear(T, w, "fusion.where.w_word")[:, 0])
         query = words @ _linear(T, w, "fusion.where.w_q")  # (d,)
+        if self.config.fusion.locator_sentence:
+            assert emb.sentence is not None  # `encode` gives every text one
+            query = query + _linear(emb.sentence, w, "fusion.where.w_sentence")
         scale = np.float32(math.sqrt(self.config.fusion.attn_dim))
         for i, (c, t) in enumerate(self._each(clips, times)):
             before = np.concatenate([c[:1], c[:-1]])  # the first clip is its own neighbour

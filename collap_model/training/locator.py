@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from collap_model.checkpoint import load_model, save_checkpoint
-from collap_model.config import ModelConfig
+from collap_model.config import ModelConfig, TextPooling
 from collap_model.fusion import WhereHead
 from collap_model.model import CoLLAP
 from collap_model.outputs import ClipBatch
@@ -55,6 +56,8 @@ class LocatorRecipe:
     # chance each word's backbone state is swapped for a random word's of another text: a word
     # the locator never saw in that place reads as such, where hiding it leaves the rest
     word_swap: float = 0.0
+    # the locator also reads each text's sentence embedding (fusion.locator_sentence)
+    sentence: bool = False
     val_songs: int = 40
     eval_every: int = 250
     seed: int = 0
@@ -71,11 +74,12 @@ class TimedData:
     first_songs: int  # songs of the first data set (validation comes from its end)
 
 
-def with_locator(model: CoLLAP, layers: int, seed: int) -> CoLLAP:
-    """`model` with a locator of `layers` context layers: a new head (seeded), whose direct
-    part starts from the model's own locator when it has one."""
+def with_locator(model: CoLLAP, layers: int, seed: int, sentence: bool = False) -> CoLLAP:
+    """`model` with a locator of `layers` context layers (reading each text's sentence
+    embedding too with `sentence`): a new head (seeded), whose direct part starts from the
+    model's own locator when it has one."""
     data = model.config.model_dump(mode="json")
-    data["fusion"].update(locator=True, locator_layers=layers)
+    data["fusion"].update(locator=True, locator_layers=layers, locator_sentence=sentence)
     config = ModelConfig.model_validate(data)
     old = model.fusion.where
     with torch.random.fork_rng(devices=[]):
@@ -166,10 +170,23 @@ def locator_loss(
         first = text.mask.float().argmax(dim=1)  # a text keeps at least its first token
         keep[torch.arange(len(picked), device=dev), first] = True
         text = replace(text, mask=keep)
+        if where.w_sentence is not None and model.config.text.pooling is TextPooling.MEAN:
+            text = replace(text, sentence=kept_sentences(model, states, keep))
     evidence = where.aligned(text, batch).float()  # (B, N)
     goal = soft_targets(targets, counts, evidence.shape[1], neighbour).to(dev)
     logp = torch.log_softmax(evidence, dim=1).masked_fill(~batch.mask, 0.0)
     return -(goal * logp).sum(dim=1).mean()
+
+
+def kept_sentences(model: CoLLAP, states: TextStates, keep: torch.Tensor) -> torch.Tensor:
+    """Sentence embeddings (B, D) of the words `keep` (B, L) leaves of each text: the mean of
+    their backbone states, as the backbone pools a whole text, so a hidden word is hidden from
+    the sentence the locator reads too."""
+    kept = keep.cpu()
+    pooled = [t[kept[i, : t.shape[0]]].float().mean(dim=0) for i, t in enumerate(states.tokens)]
+    stacked = torch.stack(pooled).to(model.device)
+    with torch.no_grad():
+        return F.normalize(model.text_encoder.sentence_proj(stacked), dim=-1)
 
 
 def swap_words(
@@ -213,7 +230,7 @@ def train_locator(
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(None if checkpoint == "default" else checkpoint, device=recipe.device)
     source = model.fingerprint
-    model = with_locator(model, recipe.layers, recipe.seed)
+    model = with_locator(model, recipe.layers, recipe.seed, recipe.sentence)
     data = prepare_timed(model, manifests, out / "cache")
     first = data.first_songs
     val = list(range(first - min(recipe.val_songs, first // 5), first))

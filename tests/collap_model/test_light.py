@@ -4,6 +4,8 @@ for the shipped models with and without a tagger and a WhereHead; the same refus
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -121,3 +123,25 @@ def test_audio_loads_the_torch_model_once(pair: tuple[CoLLAP, LightModel]) -> No
 def test_only_models_with_recorded_weights_run_light() -> None:
     # the paper presets ship no weights: their fingerprint must be computed by the torch model
     assert load_light("collap-paper-encoder") is None
+
+
+def test_a_locator_reading_the_sentence_gives_the_torch_evidence(tmp_path: Path) -> None:
+    from collap_model.checkpoint import save_checkpoint
+    from collap_model.training.locator import with_locator
+
+    model = with_locator(load_model("collap-tagger", device="cpu"), layers=1, seed=3, sentence=True)
+    save_checkpoint(model, tmp_path)
+    light = load_light(tmp_path)
+    assert light is not None and light.config.fusion.locator_sentence
+    clips, times = _songs(2)
+    for text in TEXTS[:2]:
+        got = light.encode(text)
+        with torch.inference_mode():
+            ref = model.text_encoder([text])
+            where = model.locate(ref, ClipBatch.of_arrays(clips, times))[0].numpy()
+        assert got.sentence is not None
+        np.testing.assert_allclose(got.sentence, ref.sentence[0].numpy(), atol=TOL)
+        evidence = light.evidence(got, clips, times)
+        real = ~np.isinf(where)
+        assert np.array_equal(np.isinf(evidence), ~real)
+        np.testing.assert_allclose(evidence[real], where[real], atol=1e-3)

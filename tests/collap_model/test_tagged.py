@@ -204,6 +204,29 @@ def test_locator_layers_need_a_locator_and_leave_old_fingerprints_alone() -> Non
         ModelConfig.from_json(json.dumps(data))
 
 
+def test_a_locator_reading_the_sentence_hears_the_text_whole(tagged: CoLLAP) -> None:
+    from collap_model.config import ConfigError, ModelConfig
+    from collap_model.training.locator import with_locator
+
+    song = tagged.encode_audio(torch.cat([tone(10.0, f) for f in (220.0, 440.0, 660.0)]), 16_000)
+    texts = tagged.encode_text(["the chorus brings in the flute", "\x00"])
+    plain = with_locator(load_model("collap-tagger", device="cpu"), layers=1, seed=5)
+    model = with_locator(load_model("collap-tagger", device="cpu"), layers=1, seed=5, sentence=True)
+    assert model.fingerprint != plain.fingerprint
+    assert "locator_sentence" not in plain.config.architecture()["fusion"]  # type: ignore[operator]
+    # the same words with another sentence embedding are placed otherwise; the plain head
+    # never reads it
+    other = replace(texts, sentence=texts.sentence.roll(1, dims=1))
+    assert not torch.allclose(model.locate(texts, [song])[0], model.locate(other, [song])[0])
+    assert torch.equal(plain.locate(texts, [song])[0], plain.locate(other, [song])[0])
+    # a text of no tokens has no sentence (its empty pool): it still asks nothing
+    assert torch.equal(model.locate(texts, [song])[1], torch.zeros(1, song.clips.shape[0]))
+    data = load_preset("collap-tagger").model_dump(mode="json")
+    data["fusion"].update(locator=False, locator_sentence=True)
+    with pytest.raises(ConfigError, match="locator_sentence needs locator"):
+        ModelConfig.from_json(json.dumps(data))
+
+
 def test_a_text_of_no_tokens_asks_nothing_of_the_context_locator(tagged: CoLLAP) -> None:
     from collap_model.light import load_light
 

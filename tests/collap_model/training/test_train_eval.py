@@ -210,16 +210,18 @@ def test_the_locator_trains_alone_resumes_and_leaves_the_scores_alone(
     manifest = dataset / "manifest.jsonl"
     options = ["--layers", "1", "--steps", "30", "--batch", "16", "--lr", "3e-3"]
     options += ["--warmup", "3", "--eval-every", "15", "--val-songs", "1", "--device", "cpu"]
+    options += ["--sentence", "--word-dropout", "0.2"]
     assert main(["locator", "default", str(dataset), "--out", str(tmp_path / "a"), *options]) == 0
     recipe = LocatorRecipe(
-        layers=1, steps=30, batch=16, lr=3e-3, warmup=3, eval_every=15, val_songs=1, device="cpu"
-    )
+        layers=1, steps=30, batch=16, lr=3e-3, warmup=3, eval_every=15, val_songs=1, device="cpu",
+        sentence=True, word_dropout=0.2,
+    )  # fmt: skip
     stopped = train_locator("default", [manifest], tmp_path / "b", recipe, stop_after=15)
     assert stopped["stopped_at"] == 15 and not (tmp_path / "b" / "model.safetensors").exists()
     resumed = train_locator("default", [manifest], tmp_path / "b", recipe)
     trained = load_model(tmp_path / "a", device="cpu")
     assert resumed["fingerprint"] == trained.fingerprint
-    assert trained.config.fusion.locator_layers == 1
+    assert trained.config.fusion.locator_layers == 1 and trained.config.fusion.locator_sentence
     base = load_model(None, device="cpu")
     mine, theirs = trained.owned_state(), base.owned_state()
     # everything but the locator is the source's, byte for byte: scores and index vectors hold
@@ -227,7 +229,7 @@ def test_the_locator_trains_alone_resumes_and_leaves_the_scores_alone(
     assert kept and all(torch.equal(mine[k], theirs[k]) for k in kept)
     assert any(k.startswith("fusion.where.context.") for k in mine)
     # it learnt: the loss on the training texts fell from the fresh head's
-    fresh = with_locator(load_model(None, device="cpu"), layers=1, seed=0)
+    fresh = with_locator(load_model(None, device="cpu"), layers=1, seed=0, sentence=True)
     data = prepare_timed(fresh, [manifest], tmp_path / "texts")
     train_texts = [k for k, s in enumerate(data.song) if s < 5]
     with torch.no_grad():
@@ -264,6 +266,26 @@ def test_word_swap_reads_some_words_as_other_texts_words_and_never_touches_the_r
     assert all(torch.equal(a, b) for a, b in zip(swapped.tokens, again.tokens, strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(swapped.tokens, states.tokens, strict=True))
     assert torch.equal(states.tokens[0][:, 0], torch.tensor([0.0, 1.0, 2.0]))  # a copy swapped
+
+
+def test_a_hidden_word_is_hidden_from_the_sentence_the_locator_reads_too() -> None:
+    from collap_model.text_encoder import TextStates
+    from collap_model.training.locator import kept_sentences
+
+    model = load_model("collap-tagger", device="cpu")
+    texts = ["the second chorus brings in the flute", "a quiet intro"]
+    with torch.no_grad():
+        states = TextStates(*model.text_encoder.hidden_states(texts))
+        whole = model.text_encoder(states)
+    keep = whole.mask.clone()
+    assert torch.allclose(kept_sentences(model, states, keep), whole.sentence, atol=1e-5)
+    keep[0, 1:3] = False  # "second chorus" hidden from the first text
+    got = kept_sentences(model, states, keep)
+    rest = torch.cat([states.tokens[0][:1], states.tokens[0][3:]])
+    with torch.no_grad():
+        want = model.text_encoder(TextStates([rest], [rest.mean(dim=0)])).sentence[0]
+    assert torch.allclose(got[0], want, atol=1e-5) and not torch.allclose(got[0], whole.sentence[0])
+    assert torch.allclose(got[1], whole.sentence[1], atol=1e-5)
 
 
 @pytest.mark.parametrize("option", ["--word-dropout", "--word-swap"])
