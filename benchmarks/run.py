@@ -34,6 +34,7 @@ BENCHMARKS = {
     "catalog": "benchmarks.catalog",
     "coldquery": "benchmarks.coldquery",
     "owner": "benchmarks.owner",
+    "vocabulary": "benchmarks.vocabulary",
 }
 OUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = """# Benchmarks
