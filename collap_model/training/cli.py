@@ -39,7 +39,7 @@ def _locator(args: argparse.Namespace) -> int:
     recipe = LocatorRecipe(
         layers=args.layers, steps=args.steps, batch=args.batch, lr=args.lr, warmup=args.warmup,
         neighbour=args.neighbour, word_dropout=args.word_dropout, word_swap=args.word_swap,
-        sentence=args.sentence, val_songs=args.val_songs,
+        sentence=args.sentence, name_swap=args.name_swap, val_songs=args.val_songs,
         eval_every=args.eval_every, seed=args.seed, device=args.device,
     )  # fmt: skip
     report = train_locator(
@@ -181,6 +181,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--word-swap", type=_chance, default=0.0,
         help="chance each training word reads as a random word of another text",
+    )  # fmt: skip
+    p.add_argument(
+        "--name-swap", type=_chance, default=0.0,
+        help="chance a training text's section names read as random words of other texts",
     )  # fmt: skip
     p.add_argument(
         "--sentence", action="store_true",

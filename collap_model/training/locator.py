@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,10 @@ class LocatorRecipe:
     word_swap: float = 0.0
     # the locator also reads each text's sentence embedding (fusion.locator_sentence)
     sentence: bool = False
+    # chance a training text's section names (the training phrasebooks': "chorus", "outro",
+    # ...) read as random words of other texts: a listener's name for a section may be one the
+    # locator never heard, and then what the text says of the music has to place it
+    name_swap: float = 0.0
     val_songs: int = 40
     eval_every: int = 250
     seed: int = 0
@@ -72,6 +76,8 @@ class TimedData:
     seconds: list[float]  # per timed text: the time it states
     texts: TextCache  # the timed texts, in order
     first_songs: int  # songs of the first data set (validation comes from its end)
+    # per timed text: which of its tokens spell a training phrasebook's section name
+    names: list[np.ndarray] = field(default_factory=list)
 
 
 def with_locator(model: CoLLAP, layers: int, seed: int, sentence: bool = False) -> CoLLAP:
@@ -120,7 +126,28 @@ def prepare_timed(model: CoLLAP, manifests: Sequence[Path], text_dir: Path) -> T
                 texts.append(text)
     if not texts:
         raise ValueError("no timed texts in the data: the locator learns from them")
-    return TimedData(clips, times, song, seconds, text_cache(model, texts, text_dir), first)
+    states = text_cache(model, texts, text_dir)
+    return TimedData(clips, times, song, seconds, states, first, section_tokens(model, texts))
+
+
+def section_tokens(model: CoLLAP, texts: Sequence[str]) -> list[np.ndarray]:
+    """Per text, a mask over its tokens (the ones its backbone states stand for) of those that
+    spell a section name of the training phrasebooks (TRAIN, TRAIN_ALT)."""
+    from collap_model.synth.phrases import TRAIN, TRAIN_ALT
+
+    enc = model.text_encoder
+    names = sorted({n for book in (TRAIN, TRAIN_ALT) for ns in book.sections.values() for n in ns})
+    spelled = [tuple(ids) for ids in enc.tokenize(names) if ids]
+    out = []
+    for ids in enc.tokenize(list(texts)):
+        mask = np.zeros(len(ids), dtype=bool)
+        for name in spelled:
+            k = len(name)
+            for i in range(len(ids) - k + 1):
+                if tuple(ids[i : i + k]) == name:
+                    mask[i : i + k] = True
+        out.append(mask)
+    return out
 
 
 def soft_targets(
@@ -146,6 +173,7 @@ def locator_loss(
     word_dropout: float = 0.0,
     generator: torch.Generator | None = None,
     word_swap: float = 0.0,
+    name_swap: float = 0.0,
 ) -> torch.Tensor:
     """Mean cross-entropy of the locator's evidence over each picked text's own song against
     its stated clip and, with `neighbour` of the mass each, the clips beside it; with
@@ -160,6 +188,9 @@ def locator_loss(
     counts = [data.clips[s].shape[0] for s in songs]
     targets = [target_clip(data.seconds[k], data.times[data.song[k]]) for k in picked]
     states = data.texts.states(list(picked))
+    if name_swap > 0:
+        names = [data.names[k] for k in picked]
+        states = swap_names(states, names, data.texts, name_swap, generator)
     if word_swap > 0:
         states = swap_words(states, data.texts, word_swap, generator)
     with torch.no_grad():
@@ -187,6 +218,28 @@ def kept_sentences(model: CoLLAP, states: TextStates, keep: torch.Tensor) -> tor
     stacked = torch.stack(pooled).to(model.device)
     with torch.no_grad():
         return F.normalize(model.text_encoder.sentence_proj(stacked), dim=-1)
+
+
+def swap_names(
+    states: TextStates,
+    names: Sequence[np.ndarray],
+    cache: TextCache,
+    chance: float,
+    generator: torch.Generator | None,
+) -> TextStates:
+    """`states` where, with `chance` per text that has any, every token of its section names
+    (`names`, masks per text) reads as a token drawn from the whole cache."""
+    pool = cache.tokens.shape[0]
+    out = []
+    for tokens, mask in zip(states.tokens, names, strict=True):
+        if mask.any() and float(torch.rand((), generator=generator)) < chance:
+            rows = torch.randint(pool, (int(mask.sum()),), generator=generator).numpy()
+            tokens = tokens.clone()
+            tokens[torch.from_numpy(mask)] = torch.from_numpy(
+                np.asarray(cache.tokens[rows], dtype=np.float32)
+            ).to(tokens.dtype)
+        out.append(tokens)
+    return TextStates(out, states.pooled)
 
 
 def swap_words(
@@ -265,7 +318,7 @@ def train_locator(
         words = torch.Generator().manual_seed(recipe.seed * 1_000_003 + step)
         loss = locator_loss(
             model, data, picked, recipe.neighbour, recipe.word_dropout, words,
-            word_swap=recipe.word_swap,
+            word_swap=recipe.word_swap, name_swap=recipe.name_swap,
         )  # fmt: skip
         for group in opt.param_groups:
             group["lr"] = lr_at(step, recipe)

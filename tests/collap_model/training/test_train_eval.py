@@ -268,6 +268,36 @@ def test_word_swap_reads_some_words_as_other_texts_words_and_never_touches_the_r
     assert torch.equal(states.tokens[0][:, 0], torch.tensor([0.0, 1.0, 2.0]))  # a copy swapped
 
 
+def test_name_swap_reads_a_texts_section_names_as_other_words_and_nothing_else() -> None:
+    import numpy as np
+
+    from collap_model.text_encoder import TextStates
+    from collap_model.training.cache import TextCache
+    from collap_model.training.locator import section_tokens, swap_names
+
+    model = load_model("collap-tagger", device="cpu")
+    texts = ["the second chorus brings in the flute", "the outro segment ends it", "drums enter"]
+    names = section_tokens(model, texts)
+    tokenizer = model.text_encoder.tokenizer
+    spelled = [
+        [tokenizer.convert_ids_to_tokens(i) for i, k in zip(ids, m, strict=True) if k]
+        for ids, m in zip(model.text_encoder.tokenize(texts), names, strict=True)
+    ]
+    assert spelled == [["chorus"], ["out", "##ro", "segment"], []]
+    # tokens as distinct constant rows 100 + position; the cache's rows are 0..4
+    states = [torch.full((len(m), 4), 100.0) + torch.arange(len(m))[:, None] for m in names]
+    cache = TextCache(np.arange(5, dtype=np.float16)[:, None].repeat(4, axis=1),
+                      np.array([0, 5]), np.zeros((1, 4), dtype=np.float16))  # fmt: skip
+    given = TextStates(states, [t.mean(dim=0) for t in states])
+    kept = swap_names(given, names, cache, 0.0, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(kept.tokens, states, strict=True))
+    swapped = swap_names(given, names, cache, 1.0, torch.Generator().manual_seed(0))
+    for tokens, before, mask in zip(swapped.tokens, states, names, strict=True):
+        assert torch.equal(tokens[~torch.from_numpy(mask)], before[~torch.from_numpy(mask)])
+        assert bool((tokens[torch.from_numpy(mask)] < 5).all())
+    assert swapped.pooled is given.pooled and torch.equal(states[0][2], torch.full((4,), 102.0))
+
+
 def test_a_hidden_word_is_hidden_from_the_sentence_the_locator_reads_too() -> None:
     from collap_model.text_encoder import TextStates
     from collap_model.training.locator import kept_sentences
