@@ -73,20 +73,27 @@ def named_kind(text: str, book: Any) -> str:
     return str(min(found, key=lambda f: f[0])[1].value) if found else "none"
 
 
-def localise(
-    model: Any, folder: Path, texts_of: Any, book: Any, work: Path
-) -> dict[str, dict[str, tuple[int, float]]]:
-    """{"sentences" | "queries": {kind: (texts, share placed)}} for `folder`'s songs, each
-    timed text first passed through `texts_of`; kinds as `book` names them ("all" for all)."""
+def embedded(model: Any, folder: Path) -> tuple[list[Any], Any]:
+    """`folder`'s manifest entries and its songs' clip embeddings (its `collap eval` cache)."""
     from collap_model.synth.dataset import read_manifest
-    from collap_model.training.cache import DATA_CACHE, audio_cache, text_cache
-    from collap_model.training.evaluate import embed_songs, localisation
-    from collap_model.training.timing import caption_times, query_times
+    from collap_model.training.cache import DATA_CACHE, audio_cache
+    from collap_model.training.evaluate import embed_songs
 
     entries = read_manifest(folder / "manifest.jsonl")
-    batch = embed_songs(
-        model, audio_cache(model, [e.audio_path for e in entries], folder / DATA_CACHE, None)
-    )
+    cache = audio_cache(model, [e.audio_path for e in entries], folder / DATA_CACHE, None)
+    return entries, embed_songs(model, cache)
+
+
+def localise(
+    model: Any, songs: tuple[list[Any], Any], texts_of: Any, book: Any, work: Path
+) -> dict[str, dict[str, tuple[int, float]]]:
+    """{"sentences" | "queries": {kind: (texts, share placed)}} for the `embedded` songs,
+    each timed text first passed through `texts_of`; kinds as `book` names them ("all": all)."""
+    from collap_model.training.cache import text_cache
+    from collap_model.training.evaluate import localisation
+    from collap_model.training.timing import caption_times, query_times
+
+    entries, batch = songs
     out: dict[str, dict[str, tuple[int, float]]] = {}
     ways = (("sentences", lambda e: caption_times(e.caption)), ("queries", query_times))
     for group, timed in ways:
@@ -168,12 +175,13 @@ def run() -> str:
         for name in names:
             model = load_model(name, device="cpu")
             work = Path(tmp) / model.fingerprint
+            held, trained = embedded(model, heldout), embedded(model, trainwords)
             results = {
-                "held-out wording": localise(model, heldout, lambda t: t, HELDOUT, work),
+                "held-out wording": localise(model, held, lambda t: t, HELDOUT, work),
                 "held-out, training's section names": localise(
-                    model, heldout, lambda t: renamed(t, HELDOUT, TRAIN), HELDOUT, work
+                    model, held, lambda t: renamed(t, HELDOUT, TRAIN), HELDOUT, work
                 ),
-                "training wording": localise(model, trainwords, lambda t: t, TRAIN, work),
+                "training wording": localise(model, trained, lambda t: t, TRAIN, work),
             }
             out += [f"### {model.fingerprint}" + (" (default)" if name is None else ""), ""]
             out += _table(results)

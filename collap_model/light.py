@@ -41,8 +41,8 @@ _SQRT_HALF = np.float32(1 / math.sqrt(2))
 
 @dataclass(frozen=True)
 class LightText:
-    """One text: projected tokens T (L, D), its tag-bridge vector b (K,) or None, and its
-    sentence embedding s (D,), normalised (what a locator with fusion.locator_sentence reads)."""
+    """One text: projected tokens T (L, D), its tag-bridge vector b (K,) or None, and, for a
+    locator with fusion.locator_sentence, its sentence embedding s (D,), normalised."""
 
     tokens: Array
     tags: Array | None
@@ -118,10 +118,12 @@ class LightModel:
         pooled = hidden.mean(axis=0) if t.pooling is TextPooling.MEAN else last
         tokens = _linear(self._norm("text_encoder.token_proj.0", hidden), self.w,
                          "text_encoder.token_proj.1")  # fmt: skip
-        sentence = _normalize(
-            _linear(self._norm("text_encoder.sentence_proj.0", pooled), self.w,
-                    "text_encoder.sentence_proj.1")
-        )  # fmt: skip
+        sentence = None  # only a locator that reads it needs it
+        if self.config.fusion.locator_sentence:
+            sentence = _normalize(
+                _linear(self._norm("text_encoder.sentence_proj.0", pooled), self.w,
+                        "text_encoder.sentence_proj.1")
+            )  # fmt: skip
         return LightText(tokens, self._bridge(pooled), sentence)
 
     def _norm(self, name: str, x: Array) -> Array:

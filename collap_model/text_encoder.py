@@ -245,8 +245,12 @@ class TextEncoder(nn.Module):
             mask[i, : t.shape[0]] = True
         projected = self.token_proj(padded) * mask[..., None]  # (B, L, D)
         stacked = torch.stack([p.to(device, torch.float32) for p in pooled])  # (B, H)
-        sentence = F.normalize(self.sentence_proj(stacked), dim=-1)  # (B, D)
-        return TextEmbedding(projected, mask, sentence, self.bridge(stacked))
+        return TextEmbedding(projected, mask, self.sentence_of(stacked), self.bridge(stacked))
+
+    def sentence_of(self, pooled: Tensor) -> Tensor:
+        """Pooled backbone states (B, H) -> sentence embeddings (B, D), normalised."""
+        device = next(self.sentence_proj.parameters()).device
+        return F.normalize(self.sentence_proj(pooled.to(device, torch.float32)), dim=-1)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from collap_model.checkpoint import load_model, save_checkpoint
 from collap_model.config import ModelConfig, TextPooling
@@ -76,7 +75,8 @@ class TimedData:
     seconds: list[float]  # per timed text: the time it states
     texts: TextCache  # the timed texts, in order
     first_songs: int  # songs of the first data set (validation comes from its end)
-    # per timed text: which of its tokens spell a training phrasebook's section name
+    # per timed text: which of its tokens spell a training phrasebook's section name (only
+    # when prepared for `name_swap`)
     names: list[np.ndarray] = field(default_factory=list)
 
 
@@ -99,7 +99,11 @@ def with_locator(model: CoLLAP, layers: int, seed: int, sentence: bool = False) 
     return model
 
 
-def prepare_timed(model: CoLLAP, manifests: Sequence[Path], text_dir: Path) -> TimedData:
+def prepare_timed(
+    model: CoLLAP, manifests: Sequence[Path], text_dir: Path, section_names: bool = False
+) -> TimedData:
+    """The clips and timed texts of `manifests` (with `section_names`, which tokens of each
+    text spell a section name: what `name_swap` reads)."""
     from collap_model.synth.dataset import read_manifest
 
     clips: list[np.ndarray] = []
@@ -126,8 +130,8 @@ def prepare_timed(model: CoLLAP, manifests: Sequence[Path], text_dir: Path) -> T
                 texts.append(text)
     if not texts:
         raise ValueError("no timed texts in the data: the locator learns from them")
-    states = text_cache(model, texts, text_dir)
-    return TimedData(clips, times, song, seconds, states, first, section_tokens(model, texts))
+    names = section_tokens(model, texts) if section_names else []
+    return TimedData(clips, times, song, seconds, text_cache(model, texts, text_dir), first, names)
 
 
 def section_tokens(model: CoLLAP, texts: Sequence[str]) -> list[np.ndarray]:
@@ -215,9 +219,8 @@ def kept_sentences(model: CoLLAP, states: TextStates, keep: torch.Tensor) -> tor
     the sentence the locator reads too."""
     kept = keep.cpu()
     pooled = [t[kept[i, : t.shape[0]]].float().mean(dim=0) for i, t in enumerate(states.tokens)]
-    stacked = torch.stack(pooled).to(model.device)
     with torch.no_grad():
-        return F.normalize(model.text_encoder.sentence_proj(stacked), dim=-1)
+        return model.text_encoder.sentence_of(torch.stack(pooled))
 
 
 def swap_names(
@@ -229,15 +232,10 @@ def swap_names(
 ) -> TextStates:
     """`states` where, with `chance` per text that has any, every token of its section names
     (`names`, masks per text) reads as a token drawn from the whole cache."""
-    pool = cache.tokens.shape[0]
     out = []
     for tokens, mask in zip(states.tokens, names, strict=True):
         if mask.any() and float(torch.rand((), generator=generator)) < chance:
-            rows = torch.randint(pool, (int(mask.sum()),), generator=generator).numpy()
-            tokens = tokens.clone()
-            tokens[torch.from_numpy(mask)] = torch.from_numpy(
-                np.asarray(cache.tokens[rows], dtype=np.float32)
-            ).to(tokens.dtype)
+            tokens = random_rows(tokens, torch.from_numpy(mask), cache, generator)
         out.append(tokens)
     return TextStates(out, states.pooled)
 
@@ -247,16 +245,25 @@ def swap_words(
 ) -> TextStates:
     """`states` with each token's backbone state, with `chance`, that of a token drawn from
     the whole cache; the pooled states stay (the locator reads the tokens)."""
-    pool = cache.tokens.shape[0]
     out = []
     for tokens in states.tokens:
         hit = torch.rand(tokens.shape[0], generator=generator) < chance
         if hit.any():
-            rows = torch.randint(pool, (int(hit.sum()),), generator=generator).numpy()
-            tokens = tokens.clone()
-            tokens[hit] = torch.from_numpy(np.asarray(cache.tokens[rows], dtype=np.float32))
+            tokens = random_rows(tokens, hit, cache, generator)
         out.append(tokens)
     return TextStates(out, states.pooled)
+
+
+def random_rows(
+    tokens: torch.Tensor, hit: torch.Tensor, cache: TextCache, generator: torch.Generator | None
+) -> torch.Tensor:
+    """A copy of one text's token states (L, H) whose rows `hit` (L,) are tokens drawn from
+    the whole cache."""
+    rows = torch.randint(cache.tokens.shape[0], (int(hit.sum()),), generator=generator).numpy()
+    tokens = tokens.clone()
+    drawn = torch.from_numpy(np.asarray(cache.tokens[rows], dtype=np.float32))
+    tokens[hit] = drawn.to(tokens.dtype)
+    return tokens
 
 
 def validate(model: CoLLAP, data: TimedData, songs: Sequence[int]) -> dict[str, float]:
@@ -284,7 +291,7 @@ def train_locator(
     model = load_model(None if checkpoint == "default" else checkpoint, device=recipe.device)
     source = model.fingerprint
     model = with_locator(model, recipe.layers, recipe.seed, recipe.sentence)
-    data = prepare_timed(model, manifests, out / "cache")
+    data = prepare_timed(model, manifests, out / "cache", section_names=recipe.name_swap > 0)
     first = data.first_songs
     val = list(range(first - min(recipe.val_songs, first // 5), first))
     held = set(val)
