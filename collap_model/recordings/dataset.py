@@ -101,7 +101,7 @@ def build_recordings(
         )  # fmt: skip
         entries.append(
             {
-                "audio": str(rec.path),
+                "audio": manifest_audio(rec.path, out),
                 "caption": text.caption,
                 "queries": text.queries,
                 "sections": text.sections,
@@ -115,6 +115,14 @@ def build_recordings(
     write_manifest(manifest, entries)
     seconds = float(sum(e["duration"] for e in entries))  # type: ignore[misc]
     return RecordingsReport(manifest, len(entries), skipped, seconds, time.monotonic() - began)
+
+
+def manifest_audio(path: Path, out: Path) -> str:
+    """How the manifest in `out` names an audio file: relative to `out` for the files written
+    below it (read_manifest resolves against the manifest's folder, so a relative `out` such
+    as `collap recordings data/rec` must not leave `data/rec` in them), else as found (the
+    packages' own files, absolute)."""
+    return str(path.relative_to(out)) if path.is_relative_to(out) else str(path)
 
 
 def _duration(path: Path) -> float | None:

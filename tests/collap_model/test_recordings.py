@@ -117,3 +117,28 @@ def test_production_is_drawn_per_song_and_sets_the_master_level() -> None:
         assert 20 * np.log10(np.abs(out).max()) == pytest.approx(p.peak_db, abs=0.01)
         opts = p.fluidsynth_options()
         assert opts[:4] == ["-R", "1" if p.reverb else "0", "-C", "1" if p.chorus else "0"]
+
+
+def test_manifest_names_written_files_so_a_relative_output_folder_reads_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collap_model.recordings.dataset import manifest_audio
+    from collap_model.synth.dataset import MANIFEST, read_manifest, write_manifest
+
+    monkeypatch.chdir(tmp_path)
+    out = Path("data") / "rec"  # as `collap recordings data/rec` gives it
+    extracted = out / "files" / "pkg" / "theme.flac"
+    extracted.parent.mkdir(parents=True)
+    extracted.write_bytes(b"")
+    packaged = (tmp_path / "usr" / "theme.ogg").resolve()
+    packaged.parent.mkdir()
+    packaged.write_bytes(b"")
+    entries = [
+        {"audio": manifest_audio(path, out), "caption": "A calm piece.", "queries": ["calm"]}
+        for path in (extracted, packaged)
+    ]
+    assert entries[0]["audio"] == "files/pkg/theme.flac"
+    assert entries[1]["audio"] == str(packaged)
+    write_manifest(out / MANIFEST, entries)
+    read = read_manifest(out / MANIFEST)
+    assert [e.audio_path.resolve() for e in read] == [extracted.resolve(), packaged]
