@@ -18,7 +18,7 @@ def recipe_of(args: argparse.Namespace) -> Any:
         device=args.device, eval_every=args.eval_every, val_songs=args.val_songs,
         clip_stride=args.clip_stride, warmup=args.warmup,
         attribute_weight=args.attribute_weight, augment=not args.no_augment,
-        compact_from=args.compact_from,
+        compact_from=args.compact_from, real_share=args.real_share,
     )  # fmt: skip
 
 
@@ -151,6 +151,10 @@ def add_parsers(sub: Any) -> None:
         help="a tagged preset keeps this compact model's convolution stages fixed (a preset "
         "name or checkpoint folder, e.g. collap-mini): only the heads train, ~100x faster",
     )
+    p.add_argument(
+        "--real-share", type=_chance, default=None,
+        help="share of each batch drawn from the recordings (default: every song alike)",
+    )  # fmt: skip
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--stop-after", type=int, default=None, help="run at most N steps now; resume later"

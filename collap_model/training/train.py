@@ -80,6 +80,10 @@ class Recipe:
     # weight of the localisation loss of presets with a locator (fusion.locator): each song's
     # timed texts (caption sentences without their time, timed queries) against its clips
     where_weight: float = 0.5
+    # share of each batch drawn from the recorded songs (the rest from the synthetic ones);
+    # None draws every training song alike, so more synthetic songs also mean less real music
+    # per step
+    real_share: float | None = None
 
 
 @dataclass
@@ -285,6 +289,27 @@ def validate(model: CoLLAP, data: Data, songs: Sequence[int]) -> dict[str, float
     return metrics
 
 
+def draw_songs(
+    songs: Sequence[int],
+    recorded: np.ndarray,
+    batch: int,
+    rng: np.random.Generator,
+    real_share: float | None = None,
+) -> list[int]:
+    """One step's songs, without repeats: drawn alike from `songs`, or with `real_share` of the
+    batch from the recorded ones (rounded) and the rest from the others, as far as each has
+    songs to give."""
+    size = min(batch, len(songs))
+    if real_share is None:
+        return [int(s) for s in rng.choice(songs, size=size, replace=False)]
+    real = [s for s in songs if recorded[s]]
+    other = [s for s in songs if not recorded[s]]
+    n_real = min(len(real), max(size - len(other), round(real_share * size)))
+    picked = [*rng.choice(real, size=n_real, replace=False)]
+    picked += [*rng.choice(other, size=size - n_real, replace=False)]
+    return [int(s) for s in picked]
+
+
 def train(
     manifest: Path | Sequence[Path], out: Path, recipe: Recipe, stop_after: int | None = None
 ) -> dict[str, Any]:
@@ -355,12 +380,7 @@ def train(
     for step in range(start, end):
         rng = np.random.default_rng([recipe.seed, step])
         torch.manual_seed(recipe.seed * 1_000_003 + step)  # dropout too: a resumed run matches
-        songs = [
-            int(s)
-            for s in rng.choice(
-                train_songs, size=min(recipe.batch, len(train_songs)), replace=False
-            )
-        ]
+        songs = draw_songs(train_songs, data.recorded, recipe.batch, rng, recipe.real_share)
         batch, rows = make_batch(data, songs, rng, recipe.caption_prob, recipe.clip_stride)
         if augment is not None:
             batch = replace(batch, features=augment(batch.features, batch.feature_mask))

@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -329,3 +330,19 @@ def test_a_locator_chance_outside_0_to_1_is_a_one_line_error(
     err = capsys.readouterr().err.strip().splitlines()
     assert option in err[-1] and "Traceback" not in "\n".join(err)
     assert build_parser().parse_args(["locator", "default", "d", "--out", "o", option, "0.3"])
+
+
+def test_a_real_share_fills_each_batch_with_that_share_of_recordings() -> None:
+    from collap_model.training.train import draw_songs
+
+    recorded = np.array([False] * 30 + [True] * 10)
+    songs = list(range(40))
+    alike = draw_songs(songs, recorded, 8, np.random.default_rng(0))
+    assert alike == [int(s) for s in np.random.default_rng(0).choice(songs, 8, replace=False)]
+    for seed in range(5):
+        batch = draw_songs(songs, recorded, 8, np.random.default_rng(seed), real_share=0.5)
+        assert len(set(batch)) == 8 and sum(recorded[batch]) == 4
+    # more asked of the recordings than there are: the rest comes from the other songs
+    batch = draw_songs(songs, recorded, 16, np.random.default_rng(0), real_share=0.9)
+    assert sum(recorded[batch]) == 10 and len(set(batch)) == 16
+    assert sum(recorded[draw_songs(songs[:5], recorded, 8, np.random.default_rng(0), 1.0)]) == 0
