@@ -26,7 +26,7 @@ from indexer.search import (
 )
 from indexer.store.base import Candidate, TrackFilter
 from tests.indexer.conftest import SearchCatalog, StyleCatalog
-from tests.indexer.test_resident import same_ranking
+from tests.indexer.test_resident import SCORE_TOLERANCE, same_ranking
 from tests.indexer.test_search import cli
 
 UNKNOWN = "00000000-0000-0000-0000-000000000000"
@@ -134,8 +134,12 @@ def test_a_disliked_track_takes_half_its_similarity_off(
 
 
 def test_a_steering_text_adds_its_fusion_score(
-    searcher: Searcher, search_catalog: SearchCatalog
+    searcher: Searcher, search_catalog: SearchCatalog, request: pytest.FixtureRequest
 ) -> None:
+    # the resident copy scores the steering text against its int8 clips, `search` against the
+    # stored ones: they agree to the int8 rounding (on an AMD EPYC host 1.4e-3 apart)
+    resident = request.node.callspec.params["searcher"] == "resident"
+    tolerance = SCORE_TOLERANCE if resident else 1e-3
     ids = search_catalog.ids
     text = "fast loud drums from the start"
     alone = {h.id: h.score for h in searcher.recommend([ids["song2"]], page=Page(20))}
@@ -143,7 +147,8 @@ def test_a_steering_text_adds_its_fusion_score(
     steered = searcher.recommend([ids["song2"]], query=text, page=Page(20))
     assert len(steered) == 10
     for h in steered:
-        assert h.score == pytest.approx(alone[h.id] + STEER_WEIGHT * fusion[h.id], abs=1e-3)
+        want = alone[h.id] + STEER_WEIGHT * fusion[h.id]
+        assert h.score == pytest.approx(want, abs=tolerance)
 
 
 def test_recommend_filters_and_pages(searcher: Searcher, search_catalog: SearchCatalog) -> None:
