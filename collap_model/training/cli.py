@@ -19,6 +19,7 @@ def recipe_of(args: argparse.Namespace) -> Any:
         clip_stride=args.clip_stride, warmup=args.warmup,
         attribute_weight=args.attribute_weight, augment=not args.no_augment,
         compact_from=args.compact_from, real_share=args.real_share,
+        word_dropout=args.word_dropout,
     )  # fmt: skip
 
 
@@ -154,6 +155,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--real-share", type=_chance, default=None,
         help="share of each batch drawn from the recordings (default: every song alike)",
+    )  # fmt: skip
+    p.add_argument(
+        "--word-dropout", type=_chance, default=0.0,
+        help="chance each token of a training text is hidden from the learned token path",
     )  # fmt: skip
     p.add_argument("--device", default="auto")
     p.add_argument(

@@ -29,6 +29,7 @@ from collap_model.checkpoint import resolve_device, save_checkpoint
 from collap_model.config import load_preset
 from collap_model.model import CoLLAP, TrainingBatch
 from collap_model.outputs import ClipBatch
+from collap_model.text_encoder import TextStates
 from collap_model.training.attributes import (
     AttributeHead,
     Attributes,
@@ -84,6 +85,10 @@ class Recipe:
     # None draws every training song alike, so more synthetic songs also mean less real music
     # per step
     real_share: float | None = None
+    # chance each token of a training text is hidden from the learned token path, so it learns
+    # to rank from whichever words a text has; the pooled state (the tag bridge, the sentence)
+    # reads the whole text
+    word_dropout: float = 0.0
 
 
 @dataclass
@@ -310,6 +315,17 @@ def draw_songs(
     return [int(s) for s in picked]
 
 
+def drop_words(states: TextStates, chance: float, rng: np.random.Generator) -> TextStates:
+    """`states` with each token's row dropped with `chance` (a text keeps at least its first
+    token); the pooled states stay whole."""
+    tokens = []
+    for t in states.tokens:
+        keep = rng.random(t.shape[0]) >= chance
+        keep[0] = keep[0] or not keep.any()
+        tokens.append(t[torch.from_numpy(keep)])
+    return TextStates(tokens, states.pooled)
+
+
 def train(
     manifest: Path | Sequence[Path], out: Path, recipe: Recipe, stop_after: int | None = None
 ) -> dict[str, Any]:
@@ -382,6 +398,10 @@ def train(
         torch.manual_seed(recipe.seed * 1_000_003 + step)  # dropout too: a resumed run matches
         songs = draw_songs(train_songs, data.recorded, recipe.batch, rng, recipe.real_share)
         batch, rows = make_batch(data, songs, rng, recipe.caption_prob, recipe.clip_stride)
+        if recipe.word_dropout > 0:  # its own generator: the other draws stay as they were
+            words_rng = np.random.default_rng([recipe.seed, step, 2])
+            assert isinstance(batch.texts, TextStates)
+            batch = replace(batch, texts=drop_words(batch.texts, recipe.word_dropout, words_rng))
         if augment is not None:
             batch = replace(batch, features=augment(batch.features, batch.feature_mask))
         for group in opt.param_groups:

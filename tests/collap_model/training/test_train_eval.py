@@ -346,3 +346,53 @@ def test_a_real_share_fills_each_batch_with_that_share_of_recordings() -> None:
     batch = draw_songs(songs, recorded, 16, np.random.default_rng(0), real_share=0.9)
     assert sum(recorded[batch]) == 10 and len(set(batch)) == 16
     assert sum(recorded[draw_songs(songs[:5], recorded, 8, np.random.default_rng(0), 1.0)]) == 0
+
+
+def test_word_dropout_hides_tokens_from_the_token_path_and_keeps_the_pooled_state() -> None:
+    from collap_model.text_encoder import TextStates
+    from collap_model.training.train import drop_words
+
+    torch.manual_seed(0)
+    tokens = [torch.randn(n, 8) for n in (40, 1, 3)]
+    pooled = [t.mean(dim=0) for t in tokens]
+    states = TextStates(tokens, pooled)
+    kept = drop_words(states, 0.5, np.random.default_rng(0))
+    assert kept.pooled is states.pooled
+    assert 8 < kept.tokens[0].shape[0] < 32  # about half of 40
+    for t, k in zip(tokens, kept.tokens, strict=True):  # the kept rows, in order
+        rows = [i for i in range(t.shape[0]) if any(torch.equal(t[i], r) for r in k)]
+        assert torch.equal(t[rows], k)
+    # every token drawn to go: a text keeps its first
+    none = drop_words(states, 1.0, np.random.default_rng(0))
+    assert all(torch.equal(k, t[:1]) for t, k in zip(tokens, none.tokens, strict=True))
+    whole = drop_words(states, 0.0, np.random.default_rng(1))
+    assert all(torch.equal(k, t) for t, k in zip(tokens, whole.tokens, strict=True))
+    again = drop_words(states, 0.5, np.random.default_rng(0))
+    assert all(torch.equal(a, b) for a, b in zip(kept.tokens, again.tokens, strict=True))
+
+
+def test_train_reads_word_dropout_and_refuses_a_chance_outside_0_to_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = build_parser().parse_args(["train", "D", "--out", "R", "--word-dropout", "0.4"])
+    assert recipe_of(args) == Recipe(word_dropout=0.4)
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["train", "D", "--out", "R", "--word-dropout", "1.5"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "--word-dropout" in err[-1]
+
+
+@needs_fluidsynth
+def test_word_dropout_reaches_the_training_steps(dataset: Path, tmp_path: Path) -> None:
+    def trained(word_dropout: float, out: str) -> dict[str, torch.Tensor]:
+        recipe = Recipe(
+            preset="collap-tagger", steps=2, batch=4, eval_every=2, val_songs=1, device="cpu",
+            compact_from="collap-mini", word_dropout=word_dropout,
+        )  # fmt: skip
+        train(dataset / "manifest.jsonl", tmp_path / out, recipe)
+        return load_model(tmp_path / out, device="cpu").state_dict()
+
+    plain, dropped = trained(0.0, "plain"), trained(0.9, "dropped")
+    token_path = [k for k in plain if k.startswith("text_encoder.") and "backbone" not in k]
+    assert token_path and any(not torch.equal(plain[k], dropped[k]) for k in token_path)
