@@ -76,6 +76,12 @@ def _eval(args: argparse.Namespace) -> int:
                     f"{scorer:<11} {m['R@1']:.3f}  {m['R@5']:.3f}  {m['R@10']:.3f}  "
                     f"{m['MedR']:<6.1f} {m['mAP']:.3f}\n"
                 )
+        r1, r10, ap = (result["fusion_interval"][k] for k in ("R@1", "R@10", "mAP"))
+        sys.stdout.write(
+            f"fusion on another {result['texts']} texts of this kind (95%, texts resampled): "
+            f"R@1 {r1[0]:.3f}-{r1[1]:.3f}, R@10 {r10[0]:.3f}-{r10[1]:.3f}, "
+            f"mAP {ap[0]:.3f}-{ap[1]:.3f}\n"
+        )
         return 0
     sys.stdout.write(f"{result['songs']} songs, model {result['fingerprint']}\n")
     sys.stdout.write(

@@ -21,7 +21,12 @@ from collap_model.synth.dataset import read_manifest
 from collap_model.training.attributes import label_names
 from collap_model.training.cache import text_cache
 from collap_model.training.cli import recipe_of
-from collap_model.training.evaluate import both_ways, retrieval_metrics, timed_sentences
+from collap_model.training.evaluate import (
+    both_ways,
+    resampled_interval,
+    retrieval_metrics,
+    timed_sentences,
+)
 from collap_model.training.train import Recipe, train
 from tests.collap_model.test_synth import TIMGM, needs_fluidsynth
 
@@ -46,6 +51,45 @@ def test_metrics_on_known_rankings() -> None:
     both = both_ways(scores, [0, 1, 1])
     assert set(both) == {"text_to_audio", "audio_to_text"}
     assert both["audio_to_text"]["mAP"] == pytest.approx((1 + (1 / 1 + 2 / 3) / 2) / 2)
+
+
+def test_the_resampled_interval_holds_the_figure_and_narrows_with_more_texts() -> None:
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.rand(400, 30, generator=gen)
+    relevant = [{q % 30} for q in range(400)]
+    scores[torch.arange(0, 400, 3), torch.arange(0, 400, 3) % 30] += 1.0  # a third ranked first
+    few = resampled_interval(scores[:40], relevant[:40])
+    many = resampled_interval(scores, relevant)
+    for name, m in (("few", retrieval_metrics(scores[:40], relevant[:40])),
+                    ("many", retrieval_metrics(scores, relevant))):  # fmt: skip
+        got = few if name == "few" else many
+        for k in ("R@1", "R@10", "mAP"):
+            assert got[k][0] <= m[k] <= got[k][1], (name, k)
+    assert many["R@1"][1] - many["R@1"][0] < few["R@1"][1] - few["R@1"][0]
+    assert resampled_interval(scores[:40], relevant[:40]) == few  # seeded
+    perfect = resampled_interval(torch.eye(5), [{i} for i in range(5)])
+    assert perfect == {"R@1": [1.0, 1.0], "R@10": [1.0, 1.0], "mAP": [1.0, 1.0]}
+
+
+@needs_fluidsynth
+def test_eval_of_clips_with_their_texts_says_how_far_the_figures_could_move(
+    dataset: Path, tmp_path: Path
+) -> None:
+    # a set like ../shared/external-dev: `audio` + `text` per clip, some texts with two clips
+    songs = read_manifest(dataset / "manifest.jsonl")
+    lines = [{"audio": str(e.audio_path), "text": f"text {i // 2}"} for i, e in enumerate(songs)]
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    command = [sys.executable, "-m", "collap_model.cli", "eval", "collap-tagger", str(tmp_path),
+               "--cache", str(tmp_path / "cache"), "--device", "cpu"]  # fmt: skip
+    out = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["texts"] == 3 and result["clips"] == 6
+    for k, (low, high) in result["fusion_interval"].items():
+        assert 0 <= low <= result["fusion"][k] <= high <= 1
+    shown = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr
+    assert "fusion on another 3 texts of this kind" in shown.stdout
 
 
 @needs_fluidsynth
